@@ -1,0 +1,1 @@
+"""gradflow: record and analyse the gradient flow of any torch parameters."""

@@ -1,0 +1,1 @@
+"""subpt: CoOp, Subspace Prompt Tuning and the Novel Feature Learner on open_clip."""
