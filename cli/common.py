@@ -1,0 +1,76 @@
+"""Helpers shared by the Typer apps: one-line user errors with exit code 2, JSON output."""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import typer
+
+from gradflow.errors import GradflowError
+
+USER_ERROR_EXIT = 2
+_USER_ERRORS: list[type[BaseException]] = [GradflowError]
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def register_user_error(cls: type[BaseException]) -> type[BaseException]:
+    """Treat exceptions of ``cls`` as user-facing: printed as one line, exit code 2 (usable as a decorator)."""
+    if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+        raise TypeError(f"register_user_error needs an exception class, got {cls!r}")
+    if cls not in _USER_ERRORS:
+        _USER_ERRORS.append(cls)
+    return cls
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """The exception classes currently treated as user-facing."""
+    return tuple(_USER_ERRORS)
+
+
+def one_line(message: object) -> str:
+    """Collapse a message to a single line."""
+    return " ".join(str(message).split())
+
+
+def fail(message: object) -> NoReturn:
+    """Print ``error: <message>`` to stderr as one line and exit with code 2."""
+    typer.echo(f"error: {one_line(message)}", err=True)
+    raise typer.Exit(USER_ERROR_EXIT)
+
+
+def run_guarded(fn: F) -> F:
+    """Decorator for commands: a registered user error becomes one stderr line and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except user_error_types() as exc:
+            fail(exc)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _jsonable(obj: Any) -> Any:
+    """Convert numpy/torch scalars and arrays, paths and non-finite floats to JSON values."""
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "tolist") and callable(obj.tolist):  # numpy arrays/scalars, torch tensors
+        return _jsonable(obj.tolist())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def print_json(obj: Any) -> None:
+    """Print ``obj`` to stdout as JSON (numpy/torch values converted, NaN/inf as null)."""
+    typer.echo(json.dumps(_jsonable(obj), indent=2))
