@@ -1,0 +1,190 @@
+"""`subpt`: train prompts (CoOp, SubPT, NFL), zero-shot CLIP, re-evaluate runs, the embedded demo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from cli.common import print_json, register_user_error, run_guarded
+from subpt.errors import SubptError
+
+register_user_error(SubptError)
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+
+try:  # mounted when the real-dataset tools are installed in this checkout
+    from cli.data_cmd import data_app
+
+    app.add_typer(data_app, name="data", help="Check data roots of the real datasets.")
+except ImportError:  # pragma: no cover
+    pass
+
+DATASET = typer.Option("world-color-shape", "--dataset", "-d", help="Dataset name (see `subpt datasets`).")
+ROOT = typer.Option(None, "--root", help="Data root of real datasets (docs/datasets.md).")
+MODEL = typer.Option("subpt-tiny", "--model", "-m", help="open_clip model name, or subpt-tiny (embedded).")
+PRETRAINED = typer.Option(
+    "embedded", "--pretrained", "-p", help="open_clip pretrained tag, a checkpoint file, 'random', or 'embedded'."
+)
+CUE = typer.Option(None, "--cue", help="Embedded world only: spurious cue in the few-shot train set (background|mark|none).")
+CUE_STRENGTH = typer.Option(None, "--cue-strength", help="Embedded world only: share of train images with the cue.")
+
+
+def dataset_options(cue: str | None, cue_strength: float | None) -> dict:
+    """Options passed to the dataset factory (only those given)."""
+    opts: dict = {}
+    if cue is not None:
+        opts["cue"] = cue
+    if cue_strength is not None:
+        opts["cue_strength"] = cue_strength
+    return opts
+
+
+@app.command()
+@run_guarded
+def train(
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder to create (or continue with --resume)."),
+    dataset: str = DATASET,
+    root: str = ROOT,
+    model: str = MODEL,
+    pretrained: str = PRETRAINED,
+    shots: int = typer.Option(16, help="Training images per class."),
+    seed: int = typer.Option(1, help="Seed of few-shot sampling, context init and data order."),
+    subsample: str = typer.Option("base", help="'base': train on base classes, test base and novel; 'all'."),
+    n_ctx: int = typer.Option(16, "--n-ctx", help="Number of context vectors."),
+    ctx_init: str = typer.Option(None, "--ctx-init", help="Initialise the context from a phrase, e.g. 'a photo of a'."),
+    csc: bool = typer.Option(False, "--csc", help="Class-specific context."),
+    class_token_position: str = typer.Option("end", "--class-token-position", help="end, middle or front."),
+    epochs: int = typer.Option(100, help="Training epochs."),
+    batch_size: int = typer.Option(32, "--batch-size"),
+    lr: float = typer.Option(0.002, help="SGD learning rate (cosine schedule)."),
+    weight_decay: float = typer.Option(5e-4, "--weight-decay"),
+    warmup_epochs: int = typer.Option(1, "--warmup-epochs"),
+    basis: str = typer.Option(None, "--basis", help="SubPT: project every gradient onto this basis file."),
+    nfl: bool = typer.Option(False, "--nfl", help="Add the Novel Feature Learner loss."),
+    nfl_names: str = typer.Option("novel", "--nfl-names", help="'novel', 'imagenet100', or a file of class names."),
+    nfl_lambda: float = typer.Option(1.0, "--nfl-lambda"),
+    record: bool = typer.Option(False, "--record", help="Record per-step gradients into RUN/trajectory."),
+    record_every: int = typer.Option(1, "--record-every"),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    precision: str = typer.Option("fp32", help="fp32, bf16 or fp16 (autocast)."),
+    cue: str = CUE,
+    cue_strength: float = CUE_STRENGTH,
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out."),
+    as_json: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
+) -> None:
+    """Train a prompt: CoOp, or SubPT with --basis, each optionally with --nfl."""
+    from subpt.config import TrainConfig
+    from subpt.summary import print_run_summary
+    from subpt.train import train as run_train
+
+    cfg = TrainConfig(
+        dataset=dataset, root=root, dataset_options=dataset_options(cue, cue_strength), model=model,
+        pretrained=pretrained, shots=shots, seed=seed, subsample=subsample, n_ctx=n_ctx, ctx_init=ctx_init,
+        csc=csc, class_token_position=class_token_position, epochs=epochs, batch_size=batch_size, lr=lr,
+        weight_decay=weight_decay, warmup_epochs=warmup_epochs, basis=basis, nfl=nfl, nfl_names=nfl_names,
+        nfl_lambda=nfl_lambda, record_grads=record, record_every=record_every, device=device, precision=precision,
+    )
+    metrics = run_train(cfg, out, resume=resume, overwrite=overwrite, progress=not as_json)
+    if as_json:
+        print_json({"run": str(out), "final": metrics[-1] if metrics else None})
+    else:
+        print_run_summary(out)
+
+
+@app.command()
+@run_guarded
+def zeroshot(
+    dataset: str = DATASET,
+    root: str = ROOT,
+    model: str = MODEL,
+    pretrained: str = PRETRAINED,
+    template: list[str] = typer.Option(None, "--template", "-t", help="Prompt template(s) with '{}'; repeat for an ensemble."),
+    ensemble: bool = typer.Option(False, "--ensemble", help="Use the dataset's template ensemble (embedded world) or CLIP's 80."),
+    seed: int = typer.Option(1),
+    device: str = typer.Option("cpu"),
+    cue: str = CUE,
+    cue_strength: float = CUE_STRENGTH,
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Zero-shot CLIP on the base and novel test classes of a dataset."""
+    from subpt.zeroshot import print_zero_shot, run_zero_shot
+
+    result = run_zero_shot(dataset, root, model, pretrained, template, ensemble, seed, device,
+                           dataset_options(cue, cue_strength), progress=not as_json)
+    if as_json:
+        print_json(result)
+    else:
+        print_zero_shot(result)
+
+
+@app.command("eval")
+@run_guarded
+def eval_run(
+    run: Path = typer.Argument(..., help="A run folder written by `subpt train`."),
+    epoch: int = typer.Option(None, help="Evaluate the context after this epoch (default: the last)."),
+    device: str = typer.Option("cpu"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Re-evaluate a saved run on its base and novel test sets."""
+    from subpt.runs import evaluate_saved_run
+
+    result = evaluate_saved_run(run, epoch, device, progress=not as_json)
+    if as_json:
+        print_json(result)
+    else:
+        from rich.console import Console
+
+        Console().print(
+            f"{run} epoch {result['epoch']}: base {result['base_acc']:.2f}  novel {result['novel_acc']:.2f}  "
+            f"HM {result['hm']:.2f}"
+        )
+
+
+@app.command("build-embedded")
+@run_guarded
+def build_embedded(
+    out: Path = typer.Option(None, "--out", "-o", help="Where to write the checkpoint (default: the packaged file)."),
+    steps: int = typer.Option(1200, help="Pretraining steps (batch 256)."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Rebuild the embedded tiny CLIP deterministically by pretraining it on the procedural world."""
+    from subpt.embedded import model as tiny
+    from subpt.embedded.pretrain import build
+
+    info = build(out or tiny.CHECKPOINT_PATH, steps=steps, seed=seed)
+    print(json.dumps(info, indent=2))
+
+
+@app.command()
+@run_guarded
+def datasets() -> None:
+    """List the dataset names."""
+    from subpt.data.registry import dataset_names, needs_root
+
+    for name in dataset_names():
+        print(f"{name}{'' if needs_root(name) else '  (embedded, offline)'}")
+
+
+@app.command()
+@run_guarded
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Folder for the demo's runs."),
+    seeds: int = typer.Option(3, help="Number of seeds."),
+    epochs: int = typer.Option(100),
+) -> None:
+    """The main job on the embedded default: zero-shot vs CoOp on the world task with a spurious cue."""
+    from subpt.demo import run_demo
+
+    run_demo(out, seeds=seeds, epochs=epochs)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

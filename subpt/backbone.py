@@ -1,0 +1,136 @@
+"""Load a frozen open_clip CLIP: a pretrained tag, a local checkpoint file, random weights, or the embedded model."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import open_clip
+import torch
+
+from subpt.embedded import model as tiny
+from subpt.errors import SubptError
+
+EMBEDDED = "embedded"
+RANDOM = "random"
+SUPPORTED_POOLING = ("argmax", "eos")
+
+
+@dataclass
+class Backbone:
+    """A frozen CLIP with its image preprocessing and tokenizer.
+
+    `model_name` is the open_clip architecture, `pretrained` the weight source as given
+    ('embedded', 'random', an open_clip tag or a file path); `weights_id` identifies the
+    exact weights for cache keys.
+    """
+
+    model: open_clip.CLIP
+    preprocess: Callable
+    tokenizer: Callable
+    model_name: str
+    pretrained: str
+    weights_id: str
+
+    @property
+    def width(self) -> int:
+        """Width of the text transformer's token embeddings (the size of one ctx vector)."""
+        return int(self.model.token_embedding.weight.shape[1])
+
+    @property
+    def embed_dim(self) -> int:
+        """Dimension of the joint image-text embedding."""
+        return int(self.model.text_projection.shape[1])
+
+    @property
+    def device(self) -> torch.device:
+        """Device the model lives on."""
+        return self.model.token_embedding.weight.device
+
+
+def _file_id(path: Path) -> str:
+    st = path.stat()
+    return hashlib.sha1(f"{path.resolve()}:{st.st_size}:{st.st_mtime_ns}".encode()).hexdigest()[:16]
+
+
+def check_supported(model: torch.nn.Module, model_name: str) -> None:
+    """Raise a clear error unless the model has open_clip's standard CLIP text path that prompts need."""
+    if not isinstance(model, open_clip.CLIP):
+        raise SubptError(
+            f"model {model_name!r} is a {type(model).__name__}, whose text tower is not open_clip's standard CLIP "
+            "text path: prompt learning is not supported for it; use a CLIP model such as ViT-B-16 or RN50"
+        )
+    pool = getattr(model, "text_pool_type", "argmax")
+    if pool not in SUPPORTED_POOLING:
+        raise SubptError(
+            f"model {model_name!r} pools text features with {pool!r}: prompt learning supports EOS pooling "
+            f"({', '.join(SUPPORTED_POOLING)}) only"
+        )
+
+
+def load_backbone(
+    model_name: str = tiny.MODEL_NAME,
+    pretrained: str | None = EMBEDDED,
+    device: str | torch.device = "cpu",
+) -> Backbone:
+    """Create a frozen CLIP in eval mode from a pretrained tag, a checkpoint file, 'random' or 'embedded'."""
+    tiny.register()
+    pretrained = pretrained or RANDOM
+    if model_name not in open_clip.list_models():
+        raise SubptError(
+            f"unknown model {model_name!r}; choose one of open_clip.list_models() (e.g. ViT-B-16, RN50) "
+            f"or {tiny.MODEL_NAME!r} (the embedded default)"
+        )
+    if pretrained == EMBEDDED:
+        if model_name != tiny.MODEL_NAME:
+            raise SubptError(f"--pretrained embedded only exists for {tiny.MODEL_NAME!r}, not {model_name!r}")
+        model = tiny.create_random_model()
+        state, _ = tiny.load_compact(tiny.CHECKPOINT_PATH)
+        model.load_state_dict(state)
+        weights_id = f"embedded:{_file_id(tiny.CHECKPOINT_PATH)}"
+        preprocess = open_clip.image_transform(model.visual.image_size, is_train=False)
+    else:
+        weights_id, model, preprocess = _load_open_clip(model_name, pretrained)
+    check_supported(model, model_name)
+    model = model.to(device).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    tokenizer = open_clip.get_tokenizer(model_name)
+    return Backbone(model, preprocess, tokenizer, model_name, pretrained, weights_id)
+
+
+def _load_open_clip(model_name: str, pretrained: str) -> tuple[str, torch.nn.Module, Callable]:
+    if pretrained == RANDOM:
+        if model_name == tiny.MODEL_NAME:
+            model = tiny.create_random_model()
+            return "random", model, open_clip.image_transform(model.visual.image_size, is_train=False)
+        model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=None)
+        return "random", model, preprocess
+    tags = open_clip.list_pretrained_tags_by_model(model_name)
+    as_path = Path(os.path.expanduser(pretrained))
+    looks_like_path = os.sep in pretrained or pretrained.endswith((".pt", ".pth", ".bin", ".safetensors"))
+    if pretrained not in tags and not as_path.is_file():
+        if looks_like_path:
+            raise SubptError(f"--pretrained {pretrained}: no such file; give an existing checkpoint path or a tag")
+        raise SubptError(
+            f"--pretrained {pretrained!r} is neither a file nor a tag of {model_name}; "
+            f"tags: {', '.join(tags) or 'none'}"
+        )
+    logging.getLogger("open_clip").setLevel(logging.ERROR)
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=str(pretrained))
+    except RuntimeError as e:
+        if pretrained in tags:
+            raise SubptError(
+                f"could not download the {model_name}/{pretrained} weights (offline?): download them once on a "
+                f"connected machine, or pass --pretrained /path/to/checkpoint ({str(e).splitlines()[0][:120]})"
+            ) from e
+        raise SubptError(f"could not load checkpoint {pretrained} into {model_name}: {str(e).splitlines()[0][:200]}") from e
+    except Exception as e:  # corrupt file, wrong architecture, ...
+        raise SubptError(f"could not load checkpoint {pretrained} into {model_name}: {str(e).splitlines()[0][:200]}") from e
+    weights_id = f"{pretrained}" if pretrained in tags else f"file:{_file_id(as_path)}"
+    return weights_id, model, preprocess

@@ -1,0 +1,127 @@
+"""The settings of one training run, as a dataclass that round-trips through config.json."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from subpt.errors import SubptError
+from subpt.prompts import PromptConfig
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+SUBSAMPLES = ("base", "all")
+
+
+@dataclass
+class TrainConfig:
+    """Every setting needed to reproduce a run (CoOp, SubPT, NFL and their combinations)."""
+
+    dataset: str = "world-color-shape"
+    root: str | None = None
+    dataset_options: dict[str, Any] = field(default_factory=dict)
+    model: str = "subpt-tiny"
+    pretrained: str = "embedded"
+    shots: int = 16
+    seed: int = 1
+    subsample: str = "base"  # train on the base half (base-to-novel) or on all classes
+    # CoOp
+    n_ctx: int = 16
+    ctx_init: str | None = None
+    csc: bool = False
+    class_token_position: str = "end"
+    # optimisation (CoOp's defaults)
+    epochs: int = 100
+    batch_size: int = 32
+    lr: float = 0.002
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup_epochs: int = 1
+    warmup_lr: float = 1e-5
+    # SubPT and NFL
+    basis: str | None = None
+    nfl: bool = False
+    nfl_names: str = "novel"  # 'novel', 'imagenet100' or a text file with one name per line
+    nfl_lambda: float = 1.0
+    # recording (gradflow)
+    record_grads: bool = False
+    record_every: int = 1
+    record_dtype: str = "float32"
+    # execution
+    device: str = "cpu"
+    precision: str = "fp32"
+    eval_every: int = 1
+    text_chunk: int | None = None  # encode class prompts this many at a time (bounds memory)
+
+    def prompt_config(self) -> PromptConfig:
+        """The prompt-learner part of the config."""
+        return PromptConfig(
+            n_ctx=self.n_ctx, ctx_init=self.ctx_init, csc=self.csc, class_token_position=self.class_token_position
+        )
+
+    def validate(self) -> None:
+        """Raise a one-line SubptError for any impossible setting, before anything is written."""
+        self.prompt_config().validate()
+        checks = [
+            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
+            (self.lr > 0, f"--lr must be positive, got {self.lr}"),
+            (self.shots >= 1, f"--shots must be at least 1, got {self.shots}"),
+            (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"),
+            (self.subsample in SUBSAMPLES, f"--subsample must be one of {', '.join(SUBSAMPLES)}"),
+            (self.record_every >= 1, f"--record-every must be at least 1, got {self.record_every}"),
+            (self.eval_every >= 1, f"--eval-every must be at least 1, got {self.eval_every}"),
+            (not (self.nfl and self.csc), "--nfl needs a shared context: it cannot be combined with --csc"),
+            (self.nfl_lambda >= 0, f"--nfl-lambda must be non-negative, got {self.nfl_lambda}"),
+            (self.warmup_epochs >= 0, f"--warmup-epochs must be non-negative, got {self.warmup_epochs}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise SubptError(msg)
+        if self.basis is not None and not Path(self.basis).is_file():
+            raise SubptError(f"--basis {self.basis}: no such file; create one with `gradflow spectrum RUN -o FILE`")
+        if self.precision != "fp32" and self.device == "cpu" and self.precision == "fp16":
+            raise SubptError("--precision fp16 needs a GPU (--device cuda); use bf16 or fp32 on the CPU")
+
+    @property
+    def method(self) -> str:
+        """Human-readable method name: CoOp, SubPT, CoOp+NFL or SubPT+NFL."""
+        name = "SubPT" if self.basis else "CoOp"
+        return name + ("+NFL" if self.nfl else "")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of all settings."""
+        return asdict(self)
+
+    def hash(self) -> str:
+        """Hash of everything that changes the numbers (not device bookkeeping)."""
+        d = self.to_dict()
+        blob = json.dumps(d, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> TrainConfig:
+        """Build from a dict, naming unknown fields clearly."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise SubptError(f"{source}: unknown setting(s) {', '.join(unknown)}")
+        return cls(**d)
+
+    def save(self, path: Path) -> None:
+        """Write config.json (with the hash)."""
+        path.write_text(json.dumps({**self.to_dict(), "_hash": self.hash()}, indent=2, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> TrainConfig:
+        """Read config.json written by `save`."""
+        try:
+            d = json.loads(Path(path).read_text())
+        except FileNotFoundError as e:
+            raise SubptError(f"{path} is missing: is this a run folder written by `subpt train`?") from e
+        except json.JSONDecodeError as e:
+            raise SubptError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from e
+        d.pop("_hash", None)
+        return cls.from_dict(d, source=str(path))

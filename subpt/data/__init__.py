@@ -1,0 +1,1 @@
+"""Datasets: the shared item/split types, few-shot sampling, base/novel splits, dataset registry."""

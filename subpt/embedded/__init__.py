@@ -1,0 +1,1 @@
+"""The embedded default: a procedural image-caption world and a tiny CLIP pretrained on it, offline."""

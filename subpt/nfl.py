@@ -1,0 +1,79 @@
+"""Novel Feature Learner: a text-only regulariser that keeps prompted features of extra class names
+close to zero-shot CLIP's template-ensemble features. It never uses an image of those classes.
+
+loss = CE(base images) + lambda * mean_i (1 - cos(student_i, teacher_i))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from subpt.backbone import Backbone
+from subpt.data.base import TaskData, base_novel_labels
+from subpt.errors import SubptError
+from subpt.evaluate import zero_shot_classifier
+from subpt.features import cache_dir
+from subpt.prompts import PromptLearner
+from subpt.resources import imagenet100_classnames, imagenet_templates
+
+
+def resolve_names(source: str, task: TaskData) -> list[str]:
+    """Extra class names: 'novel' (the task's held-out classes), 'imagenet100', or a text file of names."""
+    if source == "novel":
+        _, novel = base_novel_labels(task.num_classes)
+        return [task.classnames[i] for i in novel]
+    if source == "imagenet100":
+        return imagenet100_classnames()
+    path = Path(source)
+    if not path.is_file():
+        raise SubptError(f"--nfl-names {source}: not 'novel', 'imagenet100' or an existing text file of class names")
+    names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+    if not names:
+        raise SubptError(f"--nfl-names {source}: the file has no class names (one per line)")
+    return names
+
+
+def teacher_templates(task: TaskData) -> list[str]:
+    """The template ensemble: the task's own templates (embedded world) or CLIP's 80, plus the task template."""
+    base = list(task.templates) if task.templates else imagenet_templates()
+    return base + ([task.template] if task.template not in base else [])
+
+
+def teacher_features(backbone: Backbone, names: Sequence[str], templates: Sequence[str]) -> torch.Tensor:
+    """Zero-shot template-ensemble features of `names`, computed once and cached on disk."""
+    h = hashlib.sha256("\n".join([backbone.model_name, backbone.weights_id, *templates, "||", *names]).encode())
+    path = cache_dir() / "nfl" / f"teacher-{h.hexdigest()[:24]}.pt"
+    if path.is_file():
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True).to(backbone.device)
+        except Exception:
+            path.unlink(missing_ok=True)
+    feats = zero_shot_classifier(backbone, names, templates).cpu()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    os.close(fd)
+    torch.save(feats, tmp)
+    os.replace(tmp, path)
+    return feats.to(backbone.device)
+
+
+class NovelFeatureLearner:
+    """Holds the extra names' prompts and teacher features; `loss(learner)` is the NFL term (before lambda)."""
+
+    def __init__(self, learner: PromptLearner, names: Sequence[str], templates: Sequence[str]):
+        if learner.ctx.dim() != 2:
+            raise SubptError("NFL needs a shared context; it cannot be used with class-specific context (--csc)")
+        self.names = list(names)
+        self.prompts = learner.prompts_for(self.names)
+        self.teacher = teacher_features(learner.backbone, self.names, templates)
+
+    def loss(self, learner: PromptLearner, chunk_size: int | None = None) -> torch.Tensor:
+        """mean_i (1 - cos(student_i, teacher_i)) over the extra names."""
+        student = learner.text_features(self.prompts, chunk_size=chunk_size)
+        return (1.0 - (student * self.teacher).sum(dim=-1)).mean()

@@ -1,0 +1,78 @@
+"""The reference recipes as one call: CoOp(+NFL) with recording -> early basis -> SubPT(+NFL).
+
+The basis is the top-r right singular vectors of the centred ctx snapshots after epochs 1..t_early
+(METHOD.md section 3); per-step gradients are the alternative source.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from gradflow.subspace import Basis
+from gradflow.windowbasis import window_basis
+from subpt.config import TrainConfig
+from subpt.errors import SubptError
+from subpt.train import train
+
+# (t_early, r) of the reference code, by shots; base-to-novel uses its own pair.
+REFERENCE_BY_SHOTS = {1: (10, 5), 2: (20, 10), 4: (30, 10), 8: (40, 10), 16: (50, 10)}
+REFERENCE_BASE_TO_NOVEL = (30, 10)
+
+
+def reference_setting(shots: int, base_to_novel: bool) -> tuple[int, int]:
+    """(t_early, r) of the reference recipe for this protocol and shot count."""
+    if base_to_novel:
+        return REFERENCE_BASE_TO_NOVEL
+    if shots in REFERENCE_BY_SHOTS:
+        return REFERENCE_BY_SHOTS[shots]
+    nearest = min(REFERENCE_BY_SHOTS, key=lambda k: abs(k - shots))
+    return REFERENCE_BY_SHOTS[nearest]
+
+
+def run_basis(
+    run_dir: Path, window: str, rank: int, out: Path, source: str = "snapshots", center: bool = True
+) -> Basis:
+    """Build a basis from a window of a run's trajectory and save it to `out`."""
+    basis, _ = window_basis(Path(run_dir), window=window, rank=rank, source=source, center=center)
+    basis.save(out)
+    return basis
+
+
+def run_pipeline(
+    cfg: TrainConfig,
+    out_dir: Path,
+    t_early: int | None = None,
+    rank: int | None = None,
+    source: str = "snapshots",
+    progress: bool = True,
+    resume: bool = False,
+) -> dict[str, Path]:
+    """Stage 1 CoOp(+NFL) with recording, the early basis, stage 2 SubPT(+NFL); returns the paths.
+
+    With `resume`, finished stages are kept and an interrupted one continues from its checkpoint.
+    """
+    if cfg.basis:
+        raise SubptError("the pipeline builds its own basis: leave --basis out")
+    ref_t, ref_r = reference_setting(cfg.shots, cfg.subsample == "base")
+    t_early = ref_t if t_early is None else t_early
+    rank = ref_r if rank is None else rank
+    if not 1 <= t_early <= cfg.epochs:
+        raise SubptError(f"--t-early {t_early} must lie in 1..{cfg.epochs} (the number of epochs)")
+    out_dir = Path(out_dir)
+    stage1 = out_dir / ("coop_nfl" if cfg.nfl else "coop")
+    stage2 = out_dir / ("subpt_nfl" if cfg.nfl else "subpt")
+    basis_path = out_dir / "early.pt"
+    first = replace(cfg, record_grads=cfg.record_grads or source == "grads")
+    _train_stage(first, stage1, progress, resume)
+    run_basis(stage1, f"epochs:1-{t_early}", rank, basis_path, source=source)
+    _train_stage(replace(cfg, basis=str(basis_path)), stage2, progress, resume)
+    return {"stage1": stage1, "basis": basis_path, "stage2": stage2}
+
+
+def _train_stage(cfg: TrainConfig, run_dir: Path, progress: bool, resume: bool) -> None:
+    last = run_dir / "ckpt" / "last.pt"
+    if resume and last.is_file():
+        train(cfg, run_dir, resume=True, progress=progress)
+    else:
+        train(cfg, run_dir, overwrite=resume, progress=progress)

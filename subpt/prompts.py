@@ -1,0 +1,228 @@
+"""CoOp prompt learning: a learnable context spliced into class prompts, run through CLIP's own text path.
+
+The prompted text encoder follows open_clip's `CLIP.encode_text` step for step (token embeddings + positional
+embedding -> causal transformer -> final LayerNorm -> EOS position -> text projection), but takes token
+embeddings instead of token ids and runs only up to the longest EOS position: the causal mask makes every
+later position irrelevant to the pooled feature.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from subpt.backbone import Backbone
+from subpt.errors import SubptError
+
+PLACEHOLDER = "X"
+POSITIONS = ("end", "middle", "front")
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """How the context is shaped and initialised."""
+
+    n_ctx: int = 16
+    ctx_init: str | None = None  # e.g. "a photo of a": n_ctx becomes its token count
+    csc: bool = False  # class-specific context
+    class_token_position: str = "end"
+    init_std: float = 0.02
+
+    def validate(self) -> None:
+        """Raise a clear error for impossible settings."""
+        if self.ctx_init is None and self.n_ctx < 1:
+            raise SubptError(f"--n-ctx must be at least 1, got {self.n_ctx}")
+        if self.class_token_position not in POSITIONS:
+            raise SubptError(f"--class-token-position must be one of {', '.join(POSITIONS)}, got {self.class_token_position!r}")
+        if self.ctx_init is not None and not self.ctx_init.strip():
+            raise SubptError("--ctx-init is empty: give a phrase such as 'a photo of a' or leave it out")
+
+
+def encode_token_embeddings(
+    model: nn.Module, x: torch.Tensor, eos_idx: torch.Tensor, truncate: bool = True
+) -> torch.Tensor:
+    """Text features (unnormalised) of token-embedding sequences x (n, L, width) pooled at eos_idx (n,)."""
+    cast_dtype = model.transformer.get_cast_dtype()
+    length = int(eos_idx.max().item()) + 1 if truncate and model.attn_mask is not None else x.shape[1]
+    x = x[:, :length].to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
+    mask = model.attn_mask[:length, :length] if model.attn_mask is not None else None
+    x = model.transformer(x, attn_mask=mask)
+    x = model.ln_final(x)
+    x = x[torch.arange(x.shape[0], device=x.device), eos_idx]
+    proj = model.text_projection
+    if proj is None:
+        return x
+    return proj(x) if isinstance(proj, nn.Linear) else x @ proj
+
+
+def eos_positions(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """Index of the pooled (EOS) token of each tokenised text, as open_clip's text pooling finds it."""
+    if getattr(model, "text_pool_type", "argmax") == "eos":
+        return (tokens == model.text_eos_id).int().argmax(dim=-1)
+    return tokens.argmax(dim=-1)
+
+
+def encode_tokens(model: nn.Module, tokens: torch.Tensor, truncate: bool = True) -> torch.Tensor:
+    """Text features of token ids, as `model.encode_text` but truncated after the last EOS."""
+    x = model.token_embedding(tokens)
+    return encode_token_embeddings(model, x, eos_positions(model, tokens), truncate=truncate)
+
+
+def name_token_counts(backbone: Backbone, names: Sequence[str]) -> list[int]:
+    """How many tokens each class name takes."""
+    tokens = backbone.tokenizer(list(names))
+    return (eos_positions(backbone.model, tokens) - 1).tolist()
+
+
+@dataclass
+class ClassPrompts:
+    """Fixed token embeddings of one set of class names around the context slots.
+
+    Layout per class: end `[SOS][ctx][name][.][EOS]`, middle `[SOS][ctx/2][name][ctx/2][.][EOS]`,
+    front `[SOS][name][ctx][.][EOS]`. `embeddings` holds the full sequences with placeholder tokens
+    where the context goes; `ctx_index` (n, n_ctx) the positions the context fills.
+    """
+
+    names: list[str]
+    embeddings: torch.Tensor  # (n, L, width), frozen
+    ctx_index: torch.Tensor  # (n, n_ctx) long
+    eos_idx: torch.Tensor  # (n,)
+
+    def to(self, device: torch.device | str) -> ClassPrompts:
+        """The same prompts on `device`."""
+        return ClassPrompts(self.names, self.embeddings.to(device), self.ctx_index.to(device), self.eos_idx.to(device))
+
+
+class PromptLearner(nn.Module):
+    """The learnable context of CoOp and the prompted text encoder of a frozen CLIP."""
+
+    def __init__(self, backbone: Backbone, classnames: Sequence[str], cfg: PromptConfig, seed: int = 1):
+        super().__init__()
+        cfg.validate()
+        self.backbone = backbone
+        self.cfg = cfg
+        self.classnames = list(classnames)
+        model = backbone.model
+        device = backbone.device
+        width = backbone.width
+        if cfg.ctx_init:
+            phrase = cfg.ctx_init.strip().replace("_", " ")
+            tokens = backbone.tokenizer([phrase]).to(device)
+            n_ctx = int(eos_positions(model, tokens)[0]) - 1
+            with torch.no_grad():
+                init = model.token_embedding(tokens)[0, 1 : 1 + n_ctx].float().clone()
+            if cfg.csc:
+                init = init.unsqueeze(0).repeat(len(self.classnames), 1, 1)
+        else:
+            n_ctx = cfg.n_ctx
+            shape = (len(self.classnames), n_ctx, width) if cfg.csc else (n_ctx, width)
+            gen = torch.Generator().manual_seed(int(seed))
+            init = (torch.randn(*shape, generator=gen) * cfg.init_std).to(device)
+        self.n_ctx = n_ctx
+        self.ctx = nn.Parameter(init.to(device=device, dtype=torch.float32))
+        self.class_prompts = self.build_prompts(self.classnames)
+        self._cache: dict[tuple[str, ...], ClassPrompts] = {tuple(self.classnames): self.class_prompts}
+
+    @property
+    def width(self) -> int:
+        """Width of one context vector."""
+        return int(self.ctx.shape[-1])
+
+    def build_prompts(self, names: Sequence[str]) -> ClassPrompts:
+        """Tokenise and embed the fixed parts of the prompts for `names`."""
+        model = self.backbone.model
+        names = [n.replace("_", " ") for n in names]
+        n_ctx = self.n_ctx
+        pos = self.cfg.class_token_position
+        ctx_words = " ".join([PLACEHOLDER] * n_ctx)
+        if pos == "end":
+            texts = [f"{ctx_words} {n}." for n in names]
+        elif pos == "front":
+            texts = [f"{n} {ctx_words}." for n in names]
+        else:
+            half = n_ctx // 2
+            first = " ".join([PLACEHOLDER] * half)
+            second = " ".join([PLACEHOLDER] * (n_ctx - half))
+            texts = [" ".join(w for w in (first, n, second) if w) + "." for n in names]
+        tokens = self.backbone.tokenizer(texts).to(self.backbone.device)
+        eos = eos_positions(model, tokens)
+        context_length = tokens.shape[1]
+        if int(eos.max()) >= context_length - 1 and bool((tokens[:, -1] != 0).any()):
+            longest = names[int(eos.argmax())]
+            raise SubptError(
+                f"prompt for class {longest!r} with {n_ctx} context tokens exceeds the text context length "
+                f"{context_length}: use fewer --n-ctx or a shorter class name"
+            )
+        counts = (eos - 1 - n_ctx).tolist()  # name + '.' tokens per class
+        index = []
+        for c in counts:
+            name_len = c - 1  # without the final '.'
+            if pos == "end":
+                idx = list(range(1, 1 + n_ctx))
+            elif pos == "front":
+                idx = list(range(1 + name_len, 1 + name_len + n_ctx))
+            else:
+                half = n_ctx // 2
+                idx = list(range(1, 1 + half)) + list(range(1 + half + name_len, 1 + n_ctx + name_len))
+            index.append(idx)
+        with torch.no_grad():
+            emb = model.token_embedding(tokens).float()
+        return ClassPrompts(list(names), emb, torch.tensor(index, dtype=torch.long, device=tokens.device), eos)
+
+    def prompts_for(self, names: Sequence[str]) -> ClassPrompts:
+        """Cached ClassPrompts for a list of names (e.g. novel classes or NFL names)."""
+        key = tuple(names)
+        if key not in self._cache:
+            self._cache[key] = self.build_prompts(names)
+        return self._cache[key]
+
+    def assemble(self, prompts: ClassPrompts, class_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Token-embedding sequences (n, L, width) with the context spliced in."""
+        x = prompts.embeddings
+        idx = prompts.ctx_index
+        if class_ids is not None:
+            x, idx = x[class_ids], idx[class_ids]
+        ctx = self.ctx
+        if ctx.dim() == 2:
+            ctx = ctx.unsqueeze(0).expand(x.shape[0], -1, -1)
+        elif class_ids is not None:
+            ctx = ctx[class_ids]
+        elif ctx.shape[0] != x.shape[0]:
+            raise SubptError(
+                f"class-specific context was learned for {ctx.shape[0]} classes and cannot prompt "
+                f"{x.shape[0]} other classes; use a shared context (no --csc) to evaluate new classes"
+            )
+        ctx = ctx.to(x.dtype)
+        out = x.clone()
+        out.scatter_(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]), ctx)
+        return out
+
+    def text_features(
+        self, prompts: ClassPrompts | None = None, truncate: bool = True, chunk_size: int | None = None
+    ) -> torch.Tensor:
+        """L2-normalised text features of the prompted classes (default: the training classes).
+
+        `chunk_size` bounds memory by encoding that many classes at a time.
+        """
+        prompts = prompts or self.class_prompts
+        n = prompts.embeddings.shape[0]
+        if chunk_size is None or chunk_size >= n:
+            x = self.assemble(prompts)
+            feats = encode_token_embeddings(self.backbone.model, x, prompts.eos_idx, truncate=truncate)
+        else:
+            parts = []
+            for start in range(0, n, chunk_size):
+                ids = torch.arange(start, min(n, start + chunk_size), device=prompts.embeddings.device)
+                x = self.assemble(prompts, ids)
+                parts.append(encode_token_embeddings(self.backbone.model, x, prompts.eos_idx[ids], truncate=truncate))
+            feats = torch.cat(parts)
+        return F.normalize(feats.float(), dim=-1)
+
+    def logits(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+        """CLIP logits: exp(logit_scale) * cosine similarity (image features already normalised)."""
+        scale = self.backbone.model.logit_scale.exp().float()
+        return scale * image_features.float() @ text_features.t()
