@@ -123,7 +123,8 @@ def _exact(a: np.ndarray, center: bool, k: int | None, seed: int) -> Spectrum:
             if mean is not None:
                 b -= mean
             gram += b.T @ b
-        w, vecs = scipy.linalg.eigh(gram, driver="evd", overwrite_a=True)
+        # gram is symmetric, so gram.T is a Fortran-ordered view LAPACK can overwrite without a copy
+        w, vecs = scipy.linalg.eigh(gram.T, driver="evd", overwrite_a=True)
         w, vecs = w[::-1], vecs[:, ::-1]
         s = np.sqrt(np.clip(w, 0.0, None))
         comps = np.ascontiguousarray(vecs[:, :kk].T)
@@ -132,7 +133,7 @@ def _exact(a: np.ndarray, center: bool, k: int | None, seed: int) -> Spectrum:
         if mean is not None:
             b -= mean
         gram = b @ b.T
-        w, u = scipy.linalg.eigh(gram, driver="evd")
+        w, u = scipy.linalg.eigh(gram.T, driver="evd", overwrite_a=True)
         w, u = w[::-1], u[:, ::-1]
         s = np.sqrt(np.clip(w, 0.0, None))
         raw = u[:, :kk].T @ b

@@ -38,6 +38,7 @@ _NP_STORAGE = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2"), "bfloat16
 _TORCH_STORAGE = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _CHUNK_RE = re.compile(r"^chunk_(\d{6,})\.npy$")
 _TMP_MARK = ".tmp-"
+MAX_BUFFER_BYTES = 1 << 30  # one chunk buffer in memory (two while a chunk is being written)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -170,6 +171,13 @@ class TrajectoryStore:
             offset += numel
         if not entries or offset == 0:
             raise GradflowError("a trajectory store needs at least one parameter with at least one element")
+        buffer_bytes = int(chunk_rows) * offset * _NP_STORAGE[dtype].itemsize
+        if buffer_bytes > MAX_BUFFER_BYTES:
+            fit = max(1, MAX_BUFFER_BYTES // (offset * _NP_STORAGE[dtype].itemsize))
+            raise GradflowError(
+                f"chunk_rows={chunk_rows} x dim {offset} {dtype} needs a {buffer_bytes / 2**20:.0f} MiB buffer "
+                f"(limit {MAX_BUFFER_BYTES // 2**20} MiB): use chunk_rows <= {fit}"
+            )
         if metadata is not None:
             try:
                 json.dumps(metadata)
@@ -385,11 +393,17 @@ class TrajectoryStore:
             if self._spare:
                 return self._spare.pop()
         data = np.empty((self._chunk_rows, self._dim), dtype=_NP_STORAGE[self._dtype])
+        data.fill(0)  # touch the pages now, not one page fault at a time inside append()
         if self._dtype == "bfloat16":
             view = torch.from_numpy(data.view(np.int16)).view(torch.bfloat16)
         else:
             view = torch.from_numpy(data)
-        return {"data": data, "view": view, "scalars": np.empty(self._chunk_rows, SCALAR_DTYPE), "n": 0}
+        return {
+            "data": data,
+            "rows": list(view.unbind(0)),  # per-row views: list indexing is cheaper than tensor indexing
+            "scalars": np.empty(self._chunk_rows, SCALAR_DTYPE),
+            "n": 0,
+        }
 
     def _buffer(self, stream: str) -> dict[str, Any]:
         """The current buffer of ``stream`` (allocated lazily)."""
@@ -431,7 +445,7 @@ class TrajectoryStore:
             )
         buf = self._buffer(stream)
         i = buf["n"]
-        target = buf["view"][i]
+        target = buf["rows"][i]
         if isinstance(row, torch.Tensor):
             src = row.detach().reshape(-1)
         else:

@@ -141,6 +141,8 @@ def test_create_refuses_existing_and_mismatched_params(tmp_path: Path) -> None:
 def test_bad_inputs_raise_gradflow_errors(tmp_path: Path) -> None:
     with pytest.raises(GradflowError, match="dtype"):
         TrajectoryStore.create(tmp_path / "x", PARAMS, dtype="int8")
+    with pytest.raises(GradflowError, match="use chunk_rows <= 256"):
+        TrajectoryStore.create(tmp_path / "x", [("big", (1 << 20,))], chunk_rows=1024)  # 4 GiB buffer
     store = TrajectoryStore.create(tmp_path / "y", PARAMS)
     with pytest.raises(GradflowError, match="unknown stream"):
         store.append("weights", row_of(0), step=0, epoch=0)
