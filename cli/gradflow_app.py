@@ -15,7 +15,7 @@ from gradflow.errors import GradflowError
 from gradflow.spectrum import Spectrum, compute_spectrum, top_r
 from gradflow.subspace import Basis, captured_energy, grassmann_distance, overlap, principal_angles
 from gradflow.trajectory import STREAMS, TrajectoryStore
-from gradflow.windows import Window, resolve_window
+from gradflow.windows import Window, parse_window, resolve_window
 
 app = typer.Typer(
     name="gradflow",
@@ -85,6 +85,10 @@ def _basis_metadata(
             "param_names": [p["name"] for p in store.params],
             "param_shapes": [list(p["shape"]) for p in store.params],
             "store": str(store.path.resolve()),
+            # the same facts under the names gradflow.windowbasis uses, so either reader finds them
+            "window_resolved": str(win),
+            "trajectory": str(store.path),
+            "params": [[p["name"], list(p["shape"])] for p in store.params],
         }
     )
     return meta
@@ -188,19 +192,28 @@ def spectrum(
 
 
 def _rows_of_basis(basis: Basis) -> tuple[TrajectoryStore, str, Window] | None:
-    """The store, stream and window a basis was built from, when its metadata names a readable store."""
+    """The store, stream and window a basis was built from, when its metadata names a readable store.
+
+    Reads both this CLI's fields (store, window_kind/lo/hi) and gradflow.windowbasis's
+    (trajectory, window_resolved).
+    """
     meta = basis.metadata
-    needed = ("store", "source", "window_kind", "window_lo", "window_hi")
-    if not all(k in meta for k in needed) or not Path(str(meta["store"])).exists():
+    where = meta.get("store", meta.get("trajectory"))
+    source = meta.get("source")
+    if where is None or source not in STREAMS or not Path(str(where)).exists():
         return None
     try:
-        store = TrajectoryStore.open(str(meta["store"]))
-    except GradflowError:
+        if all(k in meta for k in ("window_kind", "window_lo", "window_hi")):
+            kind, lo, hi = str(meta["window_kind"]), int(meta["window_lo"]), int(meta["window_hi"])
+        elif "window_resolved" in meta:
+            spec = parse_window(str(meta["window_resolved"]))
+            kind, lo, hi = spec.kind, int(spec.lo), int(spec.hi)
+        else:
+            return None
+        store = TrajectoryStore.open(str(where))
+    except (GradflowError, TypeError, ValueError):
         return None  # the recorded store moved or broke: compare the bases without its rows
-    win = Window(
-        str(meta["window_kind"]), int(meta["window_lo"]), int(meta["window_hi"]), str(meta.get("window"))
-    )
-    return store, str(meta["source"]), win
+    return store, str(source), Window(kind, lo, hi, str(meta.get("window", f"{kind}:{lo}-{hi}")))
 
 
 def _energy_summary(fractions: np.ndarray) -> dict[str, Any]:

@@ -136,6 +136,24 @@ def test_compare_two_bases_and_a_run(run_dir: Path, tmp_path: Path) -> None:
     result = invoke("compare", a, b)
     assert result.exit_code == 0 and "Grassmann distance" in result.stdout
 
+    other = Basis.load(b)  # a basis described with gradflow.windowbasis's field names
+    other.metadata = {
+        "source": "grads",
+        "trajectory": str(run_dir / "trajectory"),
+        "window_resolved": "epochs:6-10",
+    }
+    other.save(tmp_path / "other.pt")
+    alt = json.loads(invoke("compare", a, tmp_path / "other.pt", "--json").stdout)
+    assert alt["captured_energy_of_b_rows_by_a"]["mean"] == pytest.approx(ce["mean"], rel=1e-6)
+    other.metadata = {"source": "grads", "trajectory": str(tmp_path / "gone")}
+    other.save(tmp_path / "orphan.pt")
+    assert (
+        json.loads(invoke("compare", a, tmp_path / "orphan.pt", "--json").stdout)[
+            "captured_energy_of_b_rows_by_a"
+        ]
+        is None
+    )
+
 
 def test_bad_inputs_give_one_line_and_exit_2(run_dir: Path, tmp_path: Path) -> None:
     assert_user_error(invoke("spectrum", tmp_path / "nope"), "does not exist")
