@@ -20,10 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from gradflow.errors import GradflowError
-from gradflow.spectrum import Spectrum
+from gradflow.spectrum import Spectrum, compute_spectrum
 from gradflow.subspace import captured_energy, overlap, principal_angles
 from gradflow.trajectory import MANIFEST, SCALAR_DTYPE, STREAMS, TrajectoryStore, resolve
-from gradflow.windowbasis import window_spectrum
 from gradflow.windows import resolve_window
 
 DEFAULT_FRACTION = 0.3
@@ -230,7 +229,8 @@ def _window_stats(
     store: TrajectoryStore, window: str, source: str, center: bool, k: int | None = None
 ) -> WindowStats:
     win = resolve_window(window, store, source)
-    spec, _, _ = window_spectrum(store.path, str(win), source=source, center=center, k=k)
+    kw = win.as_kwargs()
+    spec = compute_spectrum(lambda: store.iter_chunks(source, **kw), center=center, k=k)
     return WindowStats(str(win), win.kind, win.lo, win.hi, spec.n_rows, spec)
 
 
