@@ -335,7 +335,10 @@ def captured_figure(t: TrajectoryAnalysis) -> str:
     ax.set_xlabel("training step")
     ax.set_ylabel("gradient energy in the subspace (%)")
     ax.set_title("share of each step's gradient captured by the early (and late) subspace")
-    ax.legend(loc="lower left", fontsize=8)
+    handles, labels = ax.get_legend_handles_labels()
+    if ax.get_legend() is not None:
+        ax.get_legend().remove()
+    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=9, frameon=False)
     return to_png(fig)
 
 
@@ -396,5 +399,9 @@ def cue_figure(ca: ClassAnalysis) -> str:
         ax.set_xlabel("test images")
         ax.set_ylabel("accuracy (%)")
         ax.set_title(f"{g} classes")
-        ax.legend(fontsize=8, loc="lower left")
+        handles, labels = ax.get_legend_handles_labels()
+        if ax.get_legend() is not None:
+            ax.get_legend().remove()
+    if cue:
+        fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=9, frameon=False)
     return to_png(fig)
