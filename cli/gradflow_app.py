@@ -12,10 +12,11 @@ from rich.table import Table
 
 from cli.common import fail, print_json, run_guarded
 from gradflow.errors import GradflowError
-from gradflow.spectrum import Spectrum, compute_spectrum, top_r
+from gradflow.spectrum import Spectrum
 from gradflow.subspace import Basis, captured_energy, grassmann_distance, overlap, principal_angles
 from gradflow.trajectory import STREAMS, TrajectoryStore
-from gradflow.windows import Window, parse_window, resolve_window
+from gradflow.windowbasis import basis_metadata, window_spectrum
+from gradflow.windows import Window
 
 app = typer.Typer(
     name="gradflow",
@@ -36,62 +37,6 @@ MethodOpt = Annotated[
     str, typer.Option("--method", help="SVD method: auto, exact or randomized (streaming).")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON instead of tables.")]
-
-
-def _check_source(source: str) -> None:
-    """Reject an unknown stream name."""
-    if source not in STREAMS:
-        fail(f"--source {source!r} is unknown: use one of {', '.join(STREAMS)}")
-
-
-def _window_spectrum(
-    store: TrajectoryStore,
-    source: str,
-    window: str | None,
-    *,
-    rank: int,
-    energy: float | None,
-    center: bool,
-    method: str,
-) -> tuple[Window, Spectrum, int]:
-    """Resolve the window, compute its spectrum (streaming from disk) and pick r."""
-    win = resolve_window(window, store, source)
-    kwargs = win.as_kwargs()
-    spec = compute_spectrum(
-        lambda: store.iter_chunks(source, **kwargs),
-        center=center,
-        k=rank if energy is None else None,
-        method=method,
-    )
-    r = top_r(spec, rank=rank) if energy is None else top_r(spec, energy=energy)
-    return win, spec, r
-
-
-def _basis_metadata(
-    store: TrajectoryStore, source: str, win: Window, spec: Spectrum, r: int
-) -> dict[str, Any]:
-    """Basis metadata: the store's manifest metadata with gradflow's provenance fields on top."""
-    meta: dict[str, Any] = dict(store.metadata)
-    meta.update(
-        {
-            "source": source,
-            "window": win.text,
-            "window_kind": win.kind,
-            "window_lo": win.lo,
-            "window_hi": win.hi,
-            "rank": r,
-            "centered": spec.centered,
-            "n_rows": spec.n_rows,
-            "param_names": [p["name"] for p in store.params],
-            "param_shapes": [list(p["shape"]) for p in store.params],
-            "store": str(store.path.resolve()),
-            # the same facts under the names gradflow.windowbasis uses, so either reader finds them
-            "window_resolved": str(win),
-            "trajectory": str(store.path),
-            "params": [[p["name"], list(p["shape"])] for p in store.params],
-        }
-    )
-    return meta
 
 
 def _spectrum_summary(
@@ -166,14 +111,11 @@ def spectrum(
     method: MethodOpt = "auto",
 ) -> None:
     """Spectrum of a window of a trajectory; optionally save its top-r basis and a figure."""
-    _check_source(source)
     store = TrajectoryStore.open(run)
-    win, spec, r = _window_spectrum(
-        store, source, window, rank=rank, energy=energy, center=center, method=method
-    )
+    win, spec, r = window_spectrum(store, source, window, rank=rank, energy=energy, center=center, method=method)
     summary = _spectrum_summary(store, source, win, spec, r)
     if output is not None:
-        basis = Basis.from_spectrum(spec, r, _basis_metadata(store, source, win, spec, r))
+        basis = Basis.from_spectrum(spec, r, basis_metadata(store, source, win, spec, r))
         summary["basis"] = str(basis.save(output))
         if plot is None:
             plot = output.with_name(f"{output.stem}_spectrum.png")
@@ -194,22 +136,16 @@ def spectrum(
 def _rows_of_basis(basis: Basis) -> tuple[TrajectoryStore, str, Window] | None:
     """The store, stream and window a basis was built from, when its metadata names a readable store.
 
-    Reads both this CLI's fields (store, window_kind/lo/hi) and gradflow.windowbasis's
-    (trajectory, window_resolved).
     """
     meta = basis.metadata
-    where = meta.get("store", meta.get("trajectory"))
+    where = meta.get("store")
     source = meta.get("source")
     if where is None or source not in STREAMS or not Path(str(where)).exists():
         return None
     try:
-        if all(k in meta for k in ("window_kind", "window_lo", "window_hi")):
-            kind, lo, hi = str(meta["window_kind"]), int(meta["window_lo"]), int(meta["window_hi"])
-        elif "window_resolved" in meta:
-            spec = parse_window(str(meta["window_resolved"]))
-            kind, lo, hi = spec.kind, int(spec.lo), int(spec.hi)
-        else:
+        if not all(k in meta for k in ("window_kind", "window_lo", "window_hi")):
             return None
+        kind, lo, hi = str(meta["window_kind"]), int(meta["window_lo"]), int(meta["window_hi"])
         store = TrajectoryStore.open(str(where))
     except (GradflowError, TypeError, ValueError):
         return None  # the recorded store moved or broke: compare the bases without its rows
@@ -255,14 +191,9 @@ def compare(
     if b is None:
         if window_a is None or window_b is None:
             fail("compare needs two basis files A B, or one run with --window-a and --window-b")
-        _check_source(source)
         store = TrajectoryStore.open(a)
-        win_a, spec_a, _ = _window_spectrum(
-            store, source, window_a, rank=rank, energy=None, center=center, method=method
-        )
-        win_b, spec_b, _ = _window_spectrum(
-            store, source, window_b, rank=rank, energy=None, center=center, method=method
-        )
+        win_a, spec_a, _ = window_spectrum(store, source, window_a, rank=rank, center=center, method=method)
+        win_b, spec_b, _ = window_spectrum(store, source, window_b, rank=rank, center=center, method=method)
         basis_a = Basis.from_spectrum(spec_a, rank)
         basis_b = Basis.from_spectrum(spec_b, rank)
         result.update(

@@ -1,39 +1,64 @@
-"""From a recorded trajectory to a basis: spectrum of one window of a stream, top-r vectors, metadata."""
+"""From a recorded trajectory to a basis: spectrum of one window of a stream, top-r vectors, metadata.
+
+The one place where a window of a store becomes a Spectrum and a Basis; the CLI and subpt use it.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from gradflow.errors import GradflowError
 from gradflow.spectrum import Spectrum, compute_spectrum, top_r
 from gradflow.subspace import Basis
-from gradflow.trajectory import TrajectoryStore, resolve
+from gradflow.trajectory import STREAMS, TrajectoryStore
 from gradflow.windows import Window, resolve_window
-
-SOURCES = ("grads", "snapshots")
 
 
 def window_spectrum(
-    path: str | Path,
+    store: TrajectoryStore,
+    source: str,
     window: str | None,
-    source: str = "grads",
+    *,
+    rank: int | None = None,
+    energy: float | None = None,
     center: bool = False,
     method: str = "auto",
-    k: int | None = None,
-) -> tuple[Spectrum, Window, TrajectoryStore]:
-    """Spectrum of the rows of `source` inside `window` of the store (or run folder) at `path`."""
-    if source not in SOURCES:
-        raise GradflowError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
-    store = TrajectoryStore.open(resolve(path))
+) -> tuple[Window, Spectrum, int]:
+    """Resolve the window, compute its spectrum (streaming from disk when large) and pick r.
+
+    r is `rank`, or the smallest r reaching cumulative `energy` when that is given.
+    """
+    if source not in STREAMS:
+        raise GradflowError(f"--source {source!r} is unknown: use one of {', '.join(STREAMS)}")
     win = resolve_window(window, store, source)
-    n_rows = store.scalars(source, **win.as_kwargs())["step"].size
-    if method == "exact" or (method == "auto" and n_rows * store.dim * 4 < 2**30):
-        spec = compute_spectrum(store.rows(source, **win.as_kwargs()), center=center, k=k, method="exact")
-    else:
-        spec = compute_spectrum(
-            lambda: store.iter_chunks(source, **win.as_kwargs()), center=center, k=k, method=method
-        )
-    return spec, win, store
+    kwargs = win.as_kwargs()
+    spec = compute_spectrum(
+        lambda: store.iter_chunks(source, **kwargs), center=center, k=rank if energy is None else None, method=method
+    )
+    r = top_r(spec, rank=rank) if energy is None else top_r(spec, energy=energy)
+    return win, spec, r
+
+
+def basis_metadata(store: TrajectoryStore, source: str, win: Window, spec: Spectrum, r: int) -> dict[str, Any]:
+    """Basis metadata: the store's manifest metadata (e.g. model, n_ctx, seed) with the provenance on top."""
+    meta: dict[str, Any] = dict(store.metadata)
+    meta.update(
+        {
+            "source": source,
+            "window": win.text,
+            "window_kind": win.kind,
+            "window_lo": win.lo,
+            "window_hi": win.hi,
+            "rank": r,
+            "centered": spec.centered,
+            "n_rows": spec.n_rows,
+            "param_names": [p["name"] for p in store.params],
+            "param_shapes": [list(p["shape"]) for p in store.params],
+            "store": str(store.path.resolve()),
+        }
+    )
+    return meta
 
 
 def window_basis(
@@ -45,21 +70,7 @@ def window_basis(
     energy: float | None = None,
     method: str = "auto",
 ) -> tuple[Basis, Spectrum]:
-    """The top-r basis (fixed `rank` or the smallest reaching `energy`) of one window, with full metadata.
-
-    The metadata records the source, the window as given and as resolved, rank, centring, the parameter
-    names and shapes, and everything the recording run put in the store's manifest metadata.
-    """
-    spec, win, store = window_spectrum(path, window, source, center, method)
-    r = top_r(spec, rank=rank, energy=energy)
-    meta = dict(store.metadata)
-    meta.update(
-        {
-            "source": source,
-            "window": window or "all",
-            "window_resolved": str(win),
-            "trajectory": str(store.path),
-            "params": [[p["name"], list(p["shape"])] for p in store.params],
-        }
-    )
-    return Basis.from_spectrum(spec, r, meta), spec
+    """The top-r basis of one window of the store (or run folder) at `path`, with full metadata."""
+    store = TrajectoryStore.open(path)
+    win, spec, r = window_spectrum(store, source, window, rank=rank, energy=energy, center=center, method=method)
+    return Basis.from_spectrum(spec, r, basis_metadata(store, source, win, spec, r)), spec

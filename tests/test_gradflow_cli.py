@@ -136,16 +136,18 @@ def test_compare_two_bases_and_a_run(run_dir: Path, tmp_path: Path) -> None:
     result = invoke("compare", a, b)
     assert result.exit_code == 0 and "Grassmann distance" in result.stdout
 
-    other = Basis.load(b)  # a basis described with gradflow.windowbasis's field names
+    other = Basis.load(b)  # a basis whose metadata names its rows: they are found again
     other.metadata = {
         "source": "grads",
-        "trajectory": str(run_dir / "trajectory"),
-        "window_resolved": "epochs:6-10",
+        "store": str(run_dir / "trajectory"),
+        "window_kind": "epochs",
+        "window_lo": 6,
+        "window_hi": 10,
     }
     other.save(tmp_path / "other.pt")
     alt = json.loads(invoke("compare", a, tmp_path / "other.pt", "--json").stdout)
     assert alt["captured_energy_of_b_rows_by_a"]["mean"] == pytest.approx(ce["mean"], rel=1e-6)
-    other.metadata = {"source": "grads", "trajectory": str(tmp_path / "gone")}
+    other.metadata = {**other.metadata, "store": str(tmp_path / "gone")}
     other.save(tmp_path / "orphan.pt")
     assert (
         json.loads(invoke("compare", a, tmp_path / "orphan.pt", "--json").stdout)[
