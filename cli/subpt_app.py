@@ -96,6 +96,75 @@ def train(
 
 @app.command()
 @run_guarded
+def pipeline(
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for both stages and the basis."),
+    dataset: str = DATASET,
+    root: str = ROOT,
+    model: str = MODEL,
+    pretrained: str = PRETRAINED,
+    shots: int = typer.Option(16),
+    seed: int = typer.Option(1),
+    subsample: str = typer.Option("base", help="'base' (base-to-novel) or 'all' (few-shot)."),
+    n_ctx: int = typer.Option(16, "--n-ctx"),
+    ctx_init: str = typer.Option(None, "--ctx-init"),
+    epochs: int = typer.Option(100),
+    nfl: bool = typer.Option(False, "--nfl", help="CoOp+NFL -> basis -> SubPT+NFL."),
+    nfl_names: str = typer.Option("novel", "--nfl-names"),
+    t_early: int = typer.Option(None, "--t-early", help="Early window: epochs 1..t (default: the reference value)."),
+    rank: int = typer.Option(None, "--rank", help="Basis rank r (default: the reference value)."),
+    source: str = typer.Option("snapshots", help="Basis from ctx 'snapshots' (reference) or per-step 'grads'."),
+    device: str = typer.Option("cpu"),
+    precision: str = typer.Option("fp32"),
+    cue: str = CUE,
+    cue_strength: float = CUE_STRENGTH,
+    resume: bool = typer.Option(False, "--resume", help="Keep finished stages, continue an interrupted one."),
+) -> None:
+    """The reference recipe in one command: CoOp(+NFL) with recording, early basis, SubPT(+NFL)."""
+    from subpt.config import TrainConfig
+    from subpt.pipeline import run_pipeline
+    from subpt.summary import print_run_summary
+
+    cfg = TrainConfig(
+        dataset=dataset, root=root, dataset_options=dataset_options(cue, cue_strength), model=model,
+        pretrained=pretrained, shots=shots, seed=seed, subsample=subsample, n_ctx=n_ctx, ctx_init=ctx_init,
+        epochs=epochs, nfl=nfl, nfl_names=nfl_names, device=device, precision=precision,
+    )
+    paths = run_pipeline(cfg, out, t_early=t_early, rank=rank, source=source, resume=resume)
+    print_run_summary(paths["stage1"])
+    print_run_summary(paths["stage2"])
+
+
+@app.command()
+@run_guarded
+def basis(
+    run: Path = typer.Argument(..., help="A run folder of `subpt train` (CoOp or CoOp+NFL)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Basis file to write (e.g. early.pt)."),
+    t_early: int = typer.Option(None, "--t-early", help="Window: epochs 1..t (default: the reference value)."),
+    rank: int = typer.Option(None, "--rank", help="r (default: the reference value for the run's shots)."),
+    source: str = typer.Option("snapshots", help="'snapshots' (reference) or 'grads' (needs --record)."),
+    late: bool = typer.Option(False, "--late", help="Use the last t epochs instead of the first (the diagnostic)."),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """The reference SubPT basis of a run in one command: centred ctx snapshots after epochs 1..t_early, top r."""
+    from subpt.config import TrainConfig
+    from subpt.pipeline import reference_setting, run_basis
+
+    cfg = TrainConfig.load(run / "config.json")
+    ref_t, ref_r = reference_setting(cfg.shots, cfg.subsample == "base")
+    t = min(t_early or ref_t, cfg.epochs)
+    window = f"epochs:{cfg.epochs - t + 1}-{cfg.epochs}" if late else f"epochs:1-{t}"
+    b = run_basis(run, window, rank or ref_r, out, source=source)
+    info = {"basis": str(out), "window": window, "rank": b.rank, "dim": b.dim, "source": source,
+            "energy": b.metadata.get("energy")}
+    if as_json:
+        print_json(info)
+    else:
+        print(f"wrote {out}: rank {b.rank} of dim {b.dim} from {source} {window} (captures {info['energy']:.1%} of the "
+              "window's centred energy)")
+
+
+@app.command()
+@run_guarded
 def zeroshot(
     dataset: str = DATASET,
     root: str = ROOT,

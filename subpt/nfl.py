@@ -73,7 +73,10 @@ class NovelFeatureLearner:
         self.prompts = learner.prompts_for(self.names)
         self.teacher = teacher_features(learner.backbone, self.names, templates)
 
-    def loss(self, learner: PromptLearner, chunk_size: int | None = None) -> torch.Tensor:
-        """mean_i (1 - cos(student_i, teacher_i)) over the extra names."""
-        student = learner.text_features(self.prompts, chunk_size=chunk_size)
+    def loss_from_features(self, student: torch.Tensor) -> torch.Tensor:
+        """mean_i (1 - cos(student_i, teacher_i)) for normalised student features of the extra names."""
         return (1.0 - (student * self.teacher).sum(dim=-1)).mean()
+
+    def loss(self, learner: PromptLearner, chunk_size: int | None = None) -> torch.Tensor:
+        """The NFL term for the learner's current context."""
+        return self.loss_from_features(learner.text_features(self.prompts, chunk_size=chunk_size))

@@ -184,45 +184,44 @@ class PromptLearner(nn.Module):
         """Token-embedding sequences (n, L, width) with the context spliced in."""
         x = prompts.embeddings
         idx = prompts.ctx_index
-        if class_ids is not None:
-            x, idx = x[class_ids], idx[class_ids]
         ctx = self.ctx
-        if ctx.dim() == 2:
-            ctx = ctx.unsqueeze(0).expand(x.shape[0], -1, -1)
-        elif class_ids is not None:
-            ctx = ctx[class_ids]
-        elif ctx.shape[0] != x.shape[0]:
+        if ctx.dim() == 3 and ctx.shape[0] != x.shape[0]:
             raise SubptError(
                 f"class-specific context was learned for {ctx.shape[0]} classes and cannot prompt "
                 f"{x.shape[0]} other classes; use a shared context (no --csc) to evaluate new classes"
             )
+        if class_ids is not None:
+            x, idx = x[class_ids], idx[class_ids]
+            if ctx.dim() == 3:
+                ctx = ctx[class_ids]
+        if ctx.dim() == 2:
+            ctx = ctx.unsqueeze(0).expand(x.shape[0], -1, -1)
         ctx = ctx.to(x.dtype)
         out = x.clone()
         out.scatter_(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]), ctx)
         return out
 
     def text_features(
-        self, prompts: ClassPrompts | None = None, truncate: bool = True, chunk_size: int | None = None
+        self,
+        prompts: ClassPrompts | None = None,
+        truncate: bool = True,
+        chunk_size: int | None = None,
+        class_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """L2-normalised text features of the prompted classes (default: the training classes).
 
-        `chunk_size` bounds memory by encoding that many classes at a time.
+        `class_ids` selects a subset of the classes; `chunk_size` encodes that many classes at a time
+        (each chunk runs only up to its own longest EOS).
         """
         prompts = prompts or self.class_prompts
-        n = prompts.embeddings.shape[0]
-        if chunk_size is None or chunk_size >= n:
-            x = self.assemble(prompts)
-            feats = encode_token_embeddings(self.backbone.model, x, prompts.eos_idx, truncate=truncate)
-        else:
-            parts = []
-            for start in range(0, n, chunk_size):
-                ids = torch.arange(start, min(n, start + chunk_size), device=prompts.embeddings.device)
-                x = self.assemble(prompts, ids)
-                parts.append(encode_token_embeddings(self.backbone.model, x, prompts.eos_idx[ids], truncate=truncate))
-            feats = torch.cat(parts)
+        device = prompts.embeddings.device
+        ids = torch.arange(prompts.embeddings.shape[0], device=device) if class_ids is None else class_ids
+        step = ids.numel() if chunk_size is None else max(1, chunk_size)
+        parts = []
+        for start in range(0, ids.numel(), step):
+            sub = ids[start : start + step]
+            whole = class_ids is None and step >= ids.numel()
+            x = self.assemble(prompts, None if whole else sub)
+            parts.append(encode_token_embeddings(self.backbone.model, x, prompts.eos_idx[sub], truncate=truncate))
+        feats = parts[0] if len(parts) == 1 else torch.cat(parts)
         return F.normalize(feats.float(), dim=-1)
-
-    def logits(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
-        """CLIP logits: exp(logit_scale) * cosine similarity (image features already normalised)."""
-        scale = self.backbone.model.logit_scale.exp().float()
-        return scale * image_features.float() @ text_features.t()

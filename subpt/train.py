@@ -31,11 +31,11 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from gradflow.recorder import GradientRecorder
-from gradflow.trajectory import TrajectoryStore
 from subpt.backbone import Backbone, load_backbone
 from subpt.config import TrainConfig
 from subpt.data.base import TaskData, subsample_task
 from subpt.data.registry import build_task
+from subpt.distributed import init_from_env
 from subpt.errors import SubptError
 from subpt.evaluate import accuracy, classify, harmonic_mean, zero_shot_classifier
 from subpt.features import image_features
@@ -176,11 +176,16 @@ def _check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
         raise SubptError(f"run folder {run_dir} already holds a run: pass --resume to continue it or --overwrite")
     if resume and not has_run:
         raise SubptError(f"--resume: {run_dir} holds no run (config.json missing); start it without --resume")
-    parent = run_dir if run_dir.exists() else run_dir.parent
+    parent = run_dir
     while not parent.exists():
         parent = parent.parent
-    if not os.access(parent, os.W_OK):
-        raise SubptError(f"output folder {run_dir} is not writable ({parent} denies writing); choose another --out")
+    try:
+        if not parent.is_dir():
+            raise NotADirectoryError(f"{parent} is a file")
+        probe = tempfile.mkdtemp(dir=parent, prefix=".subpt-write-probe-")
+        os.rmdir(probe)
+    except OSError as e:
+        raise SubptError(f"output folder {run_dir} is not writable ({e}); choose another --out") from e
 
 
 def _load_last(run_dir: Path) -> dict | None:
@@ -191,6 +196,61 @@ def _load_last(run_dir: Path) -> dict | None:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise SubptError(f"checkpoint {path} is corrupt ({type(e).__name__}); delete it to restart the run from scratch") from e
+
+
+def backward_step(
+    learner: PromptLearner,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch_total: int,
+    nfl: NovelFeatureLearner | None,
+    cfg: TrainConfig,
+    scaler: torch.amp.GradScaler,
+    world: int = 1,
+) -> tuple[float, int]:
+    """Backpropagate this process' share of one batch's loss into ctx.grad; returns (loss share, correct).
+
+    The share is the summed cross-entropy over this process' images divided by the full batch size (plus
+    NFL / world), so summing gradients over processes gives the one-process gradient. With
+    `cfg.text_chunk`, the text features are first computed without autograd, the loss is differentiated
+    with respect to them, and each chunk of classes is then re-encoded and backpropagated on its own:
+    the same gradient, with memory bounded by one chunk of classes.
+    """
+    device = x.device
+    scale = learner.backbone.model.logit_scale
+    chunk = cfg.text_chunk
+    nfl_prompts = nfl.prompts if nfl is not None else None
+
+    def objective(text: torch.Tensor, student: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = classify(x, text, scale)
+        loss = F.cross_entropy(logits, y, reduction="sum") / batch_total
+        if nfl is not None:
+            loss = loss + cfg.nfl_lambda * nfl.loss_from_features(student) / world
+        return loss, logits
+
+    if chunk is None:
+        with _autocast(cfg, device):
+            student = learner.text_features(nfl_prompts) if nfl is not None else None
+            loss, logits = objective(learner.text_features(), student)
+        scaler.scale(loss).backward()
+    else:
+        with torch.no_grad(), _autocast(cfg, device):
+            text = learner.text_features(chunk_size=chunk).requires_grad_(True)
+            student = learner.text_features(nfl_prompts, chunk_size=chunk) if nfl is not None else None
+        if student is not None:
+            student.requires_grad_(True)
+        with _autocast(cfg, device):
+            loss, logits = objective(text, student)
+        scaler.scale(loss).backward()
+        for feats, prompts in ((text, None), (student, nfl_prompts)):
+            if feats is None:
+                continue
+            for s in range(0, feats.shape[0], chunk):
+                ids = torch.arange(s, min(feats.shape[0], s + chunk), device=device)
+                with _autocast(cfg, device):
+                    part = learner.text_features(prompts, class_ids=ids)
+                part.backward(feats.grad[ids])
+    return loss.item(), int((logits.argmax(-1) == y).sum())
 
 
 def train(
@@ -204,22 +264,24 @@ def train(
 ) -> list[dict]:
     """Train (or resume) one run into `run_dir`; returns the per-epoch metrics.
 
+    Under torchrun (WORLD_SIZE > 1) every process takes its share of each batch; rank 0 writes.
     `stop_after` ends the process' work after that many epochs in total (to test resuming).
     """
     run_dir = Path(run_dir)
     cfg.validate()
+    dctx, device_name = init_from_env(cfg.device)
+    device = torch.device(device_name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SubptError("--device cuda: no CUDA GPU is visible; use --device cpu")
     _check_run_dir(run_dir, resume, overwrite)
     if resume:
         saved = TrainConfig.load(run_dir / "config.json")
         if saved.hash() != cfg.hash():
             raise SubptError(f"--resume: the settings differ from {run_dir / 'config.json'}; resume with the same settings")
-    device = torch.device(cfg.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise SubptError("--device cuda: no CUDA GPU is visible; use --device cpu")
 
     # Everything that can fail on bad input happens before the run folder is touched.
     backbone = load_backbone(cfg.model, cfg.pretrained, device)
-    splits = prepare_data(cfg, backbone, progress=progress)
+    splits = prepare_data(cfg, backbone, progress=progress and dctx.is_main)
     learner = PromptLearner(backbone, splits.base.classnames, cfg.prompt_config(), seed=cfg.seed)
     ctx = learner.ctx
     projector = None
@@ -230,9 +292,6 @@ def train(
         nfl = NovelFeatureLearner(learner, resolve_names(cfg.nfl_names, splits.task), teacher_templates(splits.task))
     last = _load_last(run_dir) if resume else None
 
-    if overwrite and run_dir.exists() and not resume:
-        shutil.rmtree(run_dir)
-    (run_dir / "ckpt").mkdir(parents=True, exist_ok=True)
     optimizer = torch.optim.SGD([ctx], lr=cfg.lr, momentum=cfg.momentum, weight_decay=0.0)
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
     start_epoch, step = 0, 0
@@ -241,33 +300,33 @@ def train(
             ctx.copy_(last["ctx"].to(device))
         optimizer.load_state_dict(last["optimizer"])
         start_epoch, step = int(last["epoch"]), int(last["step"])
+    main = dctx.is_main
+    if main:
+        if overwrite and run_dir.exists() and not resume:
+            shutil.rmtree(run_dir)
+        (run_dir / "ckpt").mkdir(parents=True, exist_ok=True)
+        if last is None:
+            cfg.save(run_dir / "config.json")
+            zs = zero_shot_metrics(backbone, splits, [splits.task.template])
+            (run_dir / "zeroshot.json").write_text(json.dumps(zs, indent=2) + "\n")
+        metrics = [m for m in read_metrics(run_dir) if m["epoch"] <= start_epoch]
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
     else:
-        cfg.save(run_dir / "config.json")
-        (run_dir / "metrics.jsonl").write_text("")
-        zs = zero_shot_metrics(backbone, splits, [splits.task.template])
-        (run_dir / "zeroshot.json").write_text(json.dumps(zs, indent=2) + "\n")
-    metrics = [m for m in read_metrics(run_dir) if m["epoch"] <= start_epoch]
-    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
-
-    store_path = run_dir / "trajectory"
-    if (store_path / "manifest.json").exists():
-        store = TrajectoryStore.open(store_path, mode="a")
-        for stream in ("grads", "snapshots"):
-            store.truncate(stream, step)
-    else:
-        store = TrajectoryStore.create(
-            store_path, [(CTX_NAME, tuple(ctx.shape))], dtype=cfg.record_dtype, metadata=run_metadata(cfg, learner)
-        )
-    recorder = GradientRecorder([(CTX_NAME, ctx)], store, record_grads=cfg.record_grads, every=cfg.record_every)
+        metrics = []
+    dctx.barrier()
+    recorder = GradientRecorder(
+        [(CTX_NAME, ctx)], run_dir / "trajectory", record_grads=cfg.record_grads, every=cfg.record_every,
+        dtype=cfg.record_dtype, metadata=run_metadata(cfg, learner),
+    )
+    recorder.truncate(step)
     if last is None:
         recorder.snapshot(step=0, epoch=0)
 
     feats, labels = splits.train
     n = feats.shape[0]
-    scale = backbone.model.logit_scale
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
-    bar = tqdm(range(start_epoch, end_epoch), desc=f"{cfg.method} {cfg.dataset} seed {cfg.seed}", disable=not progress or None,
-               initial=start_epoch, total=cfg.epochs)
+    bar = tqdm(range(start_epoch, end_epoch), desc=f"{cfg.method} {cfg.dataset} seed {cfg.seed}",
+               disable=not (progress and main) or None, initial=start_epoch, total=cfg.epochs)
     try:
         for epoch in bar:
             t0 = time.time()
@@ -275,47 +334,33 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr
             order = epoch_order(n, cfg.seed, epoch, device)
-            loss_sum, correct = 0.0, 0
+            totals = torch.zeros(2, dtype=torch.float64, device=device)  # summed loss, correct
             for start in range(0, n, cfg.batch_size):
                 idx = order[start : start + cfg.batch_size]
-                with _autocast(cfg, device):
-                    text = learner.text_features(chunk_size=cfg.text_chunk)
-                    logits = classify(feats[idx], text, scale)
-                    loss = F.cross_entropy(logits, labels[idx])
-                    if nfl is not None:
-                        loss = loss + cfg.nfl_lambda * nfl.loss(learner, chunk_size=cfg.text_chunk)
+                mine = idx[dctx.rank :: dctx.world]
                 optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
+                loss, correct = backward_step(learner, feats[mine], labels[mine], idx.numel(), nfl, cfg, scaler, dctx.world)
+                dctx.all_reduce_(ctx.grad)
+                batch_stats = dctx.all_reduce_(torch.tensor([loss, correct], dtype=torch.float64, device=device))
+                totals += batch_stats * torch.tensor([idx.numel(), 1.0], dtype=torch.float64, device=device)
                 scaler.unscale_(optimizer)
                 with torch.no_grad():
                     ctx.grad = ctx.grad.float().add_(ctx.detach(), alpha=cfg.weight_decay)
                 step += 1
-                recorder.record(step=step, epoch=epoch + 1, loss=loss.item(), lr=lr)
+                recorder.record(step=step, epoch=epoch + 1, loss=float(batch_stats[0]), lr=lr)
                 if projector is not None:
                     projector.project_(ctx)
                 scaler.step(optimizer)
                 scaler.update()
-                loss_sum += loss.item() * idx.numel()
-                correct += int((logits.argmax(-1) == labels[idx]).sum())
-            record = {
-                "epoch": epoch + 1,
-                "step": step,
-                "loss": loss_sum / n,
-                "lr": lr,
-                "train_acc": 100.0 * correct / n,
-            }
+            record = {"epoch": epoch + 1, "step": step, "loss": float(totals[0]) / n, "lr": lr,
+                      "train_acc": 100.0 * float(totals[1]) / n}
             if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
                 record.update(evaluate_run(learner, splits, cfg.text_chunk))
             record["seconds"] = round(time.time() - t0, 4)
             recorder.snapshot(step=step, epoch=epoch + 1)
             recorder.flush()
-            _atomic_torch_save({"ctx": ctx.detach().cpu().clone(), "epoch": epoch + 1}, run_dir / "ckpt" / f"ctx_{epoch + 1:03d}.pt")
-            _atomic_torch_save(
-                {"ctx": ctx.detach().cpu().clone(), "optimizer": optimizer.state_dict(), "epoch": epoch + 1, "step": step,
-                 "config_hash": cfg.hash()},
-                run_dir / "ckpt" / "last.pt",
-            )
-            _append_line(run_dir / "metrics.jsonl", record)
+            if main:
+                _save_epoch(run_dir, ctx, optimizer, epoch + 1, step, cfg, record)
             metrics.append(record)
             if on_epoch:
                 on_epoch(record)
@@ -324,3 +369,14 @@ def train(
         recorder.close()
     return metrics
 
+
+def _save_epoch(run_dir: Path, ctx: torch.Tensor, optimizer: torch.optim.Optimizer, epoch: int, step: int,
+                cfg: TrainConfig, record: dict) -> None:
+    """Checkpoint first, then the metrics line: a crash between them only repeats an epoch's line on resume."""
+    value = ctx.detach().cpu().clone()
+    _atomic_torch_save({"ctx": value, "epoch": epoch}, run_dir / "ckpt" / f"ctx_{epoch:03d}.pt")
+    _atomic_torch_save(
+        {"ctx": value, "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step, "config_hash": cfg.hash()},
+        run_dir / "ckpt" / "last.pt",
+    )
+    _append_line(run_dir / "metrics.jsonl", record)

@@ -63,6 +63,7 @@ def save_compact(model: open_clip.CLIP, path: Path, info: dict) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
     torch.save(payload, tmp)
+    os.chmod(tmp, 0o644)  # mkstemp makes 0600; the checkpoint is a package file readable by everyone
     os.replace(tmp, path)
 
 

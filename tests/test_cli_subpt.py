@@ -1,0 +1,106 @@
+"""`subpt` command line: bad input is one line on stderr with exit code 2, and run folders stay untouched."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.subpt_app import app
+
+runner = CliRunner()
+FAST = ["--dataset", "world-color-shape-36", "--shots", "2", "--epochs", "1", "--n-ctx", "4"]
+
+
+def invoke(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def assert_one_line_error(result, *needles: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "run"
+    result = invoke("train", *FAST, "--out", str(out), "--json")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def snapshot(folder):
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+def test_train_json_and_eval_agree(finished_run):
+    result = invoke("eval", str(finished_run), "--json")
+    assert result.exit_code == 0, result.output
+    ev = json.loads(result.stdout)
+    last = json.loads((finished_run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert ev["epoch"] == 1
+    for k in ("base_acc", "novel_acc", "hm"):
+        assert ev[k] == pytest.approx(last[k], abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    "args, needles",
+    [
+        (["--dataset", "no-such-data"], ["unknown dataset", "no-such-data"]),
+        (["--n-ctx", "0"], ["--n-ctx must be at least 1"]),
+        (["--shots", "100000"], ["--shots 100000", "512"]),
+        (["--model", "NoSuchNet"], ["unknown model", "NoSuchNet"]),
+        (["--pretrained", "/nonexistent/weights.pt"], ["no such file"]),
+        (["--basis", "/nonexistent/early.pt"], ["--basis", "no such file"]),
+        (["--precision", "fp8"], ["--precision"]),
+        (["--csc", "--nfl"], ["--nfl", "--csc"]),
+    ],
+)
+def test_bad_input_is_one_line_exit_2(tmp_path, args, needles):
+    out = tmp_path / "new"
+    result = invoke("train", "--out", str(out), *FAST, *args)
+    assert_one_line_error(result, *needles)
+    assert not out.exists()
+
+
+def test_existing_run_is_left_untouched(finished_run):
+    before = snapshot(finished_run)
+    assert_one_line_error(invoke("train", *FAST, "--out", str(finished_run)), "already holds a run", "--resume")
+    assert_one_line_error(invoke("train", *FAST, "--n-ctx", "8", "--out", str(finished_run), "--resume"), "settings differ")
+    assert snapshot(finished_run) == before
+
+
+def test_corrupt_checkpoint_is_named(finished_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(finished_run, run)
+    (run / "ckpt" / "last.pt").write_bytes(b"not a checkpoint")
+    before = snapshot(run)
+    assert_one_line_error(invoke("train", *FAST, "--out", str(run), "--resume"), "last.pt", "corrupt")
+    (run / "ckpt" / "ctx_001.pt").write_bytes(b"garbage")
+    assert_one_line_error(invoke("eval", str(run)), "ctx_001.pt", "corrupt")
+    assert snapshot(run) == {**before, run / "ckpt" / "ctx_001.pt": b"garbage"}
+
+
+def test_unwritable_output_folder(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert_one_line_error(invoke("train", *FAST, "--out", str(blocker / "run")), "not writable")
+    assert_one_line_error(invoke("train", *FAST, "--out", "/proc/subpt-run"), "not writable")
+
+
+def test_zeroshot_template_and_ensemble():
+    one = json.loads(invoke("zeroshot", "--dataset", "world-color-shape-36", "--json").stdout)
+    ens = json.loads(invoke("zeroshot", "--dataset", "world-color-shape-36", "--ensemble", "--json").stdout)
+    assert one["templates"] == ["a photo of a {}."] and len(ens["templates"]) > 1
+    assert 0 <= one["hm"] <= 100 and 0 <= ens["hm"] <= 100
+    assert_one_line_error(invoke("zeroshot", "--template", "no placeholder"), "no '{}'")
+
+
+def test_eval_of_a_folder_that_is_no_run(tmp_path):
+    assert_one_line_error(invoke("eval", str(tmp_path)), "config.json")
