@@ -464,9 +464,9 @@ def _classes_html(rep: RunReport, multi: bool, max_classes: int) -> str:
     )
     rows = []
     for g in ca.groups:
-        d = sorted((f - z, i) for i, (f, z) in enumerate(zip(g.final, g.zero_shot)) if math.isfinite(f - z))
-        gains = [x for x in d[::-1] if x[0] > 0][:3]
-        losses = [x for x in d if x[0] < 0][:3]
+        d = [(f - z, i) for i, (f, z) in enumerate(zip(g.final, g.zero_shot)) if math.isfinite(f - z)]
+        gains = sorted((x for x in d if x[0] > 0), key=lambda x: (-x[0], x[1]))[:3]
+        losses = sorted((x for x in d if x[0] < 0), key=lambda x: (x[0], x[1]))[:3]
         for label, picks in (("largest gain", gains), ("largest loss", losses)):
             for delta, i in picks:
                 rows.append(

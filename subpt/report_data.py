@@ -218,8 +218,8 @@ def accuracy_sentences(acc: dict, key: str, label: str) -> list[Sentence]:
         s.t(" points lower)")
     elif pe < fe:
         s.t("base accuracy reached its maximum, ").pct(f"{key}.base_peak", acc["base_peak"]).t(", at epoch ")
-        s.n(f"{key}.base_peak_epoch", pe, "{:d}").t(" and ended at the same value at epoch ")
-        s.n(f"{key}.final_epoch", fe, "{:d}")
+        s.n(f"{key}.base_peak_epoch", pe, "{:d}").t(" and ended at that value, ")
+        s.pct(f"{key}.base_final", acc["base_final"]).t(", at epoch ").n(f"{key}.final_epoch", fe, "{:d}")
     else:
         s.t("base accuracy was highest at the last evaluated epoch, ").n(f"{key}.final_epoch", fe, "{:d}")
         s.t(": ").pct(f"{key}.base_final", acc["base_final"])
@@ -257,7 +257,10 @@ def accuracy_sentences(acc: dict, key: str, label: str) -> list[Sentence]:
             s.t("novel accuracy fell below zero-shot (").pct(f"{key}.zs_novel", zn).t(") at epoch ")
             s.n(f"{key}.novel_below_epoch", k, "{:d}")
         later = acc["novel_after_count"]
-        if later > 1:
+        if later > 1 and acc["novel_below_count"] == later:
+            s.t(" and stayed below it at all ").n(f"{key}.novel_after_count", later, "{:d}")
+            s.t(" evaluated epochs from then on")
+        elif later > 1:
             s.t(" and was below it at ").n(f"{key}.novel_below_count", acc["novel_below_count"], "{:d}").t(
                 " of the "
             )
@@ -471,8 +474,25 @@ def class_sentences(ca: dict, key: str, label: str) -> list[Sentence]:
         s.n(f"{key}.cue.{g}.gap_zero_shot", gap_z, "{:.1f}").t(" points)")
         excess = gap_c - gap_z
         ek = f"{key}.cue.{g}.gap_excess"
+        n = rows.get("n", {})
+        noise = None
+        if n.get("test_cue_fixed") and n.get("test_cue_flipped"):
+            var = sum(
+                a * (100 - a) / n[split]
+                for who in (ctx, zs)
+                for split, a in ((s_, who[s_]) for s_ in ("test_cue_fixed", "test_cue_flipped"))
+            )
+            noise = 2 * math.sqrt(var)
+            rows["gap_noise"] = noise
         if gap_c <= 0:
             s.t(": flipping the cue does not lower the context's accuracy")
+        elif noise is not None and abs(excess) < noise:
+            s.t(": flipping it costs the context ").n(ek, excess, "{:+.1f}").t(
+                " points more than zero-shot CLIP, within "
+            )
+            s.t("test noise (±").n(f"{key}.cue.{g}.gap_noise", noise, "{:.1f}").t(
+                " points, two standard errors)"
+            )
         elif excess > 0:
             s.t(": the context relies on the spurious cue, flipping it costs ").n(ek, excess, "{:.1f}")
             s.t(" points more than it costs zero-shot CLIP")

@@ -315,7 +315,7 @@ def captured_figure(t: TrajectoryAnalysis) -> str:
         if fr is None:
             continue
         y = 100 * np.asarray(fr, dtype=float)
-        ax.plot(steps, y, color=color, linewidth=0.7, alpha=0.35)
+        ax.plot(steps, y, color=color, linewidth=0.6, alpha=0.22)
         ue = np.unique(epochs)
         mx = [steps[epochs == e].mean() for e in ue]
         my = [np.nanmean(y[epochs == e]) if np.isfinite(y[epochs == e]).any() else np.nan for e in ue]
@@ -343,24 +343,39 @@ def captured_figure(t: TrajectoryAnalysis) -> str:
 
 
 # ---------------------------------------------------------------------------------------------- classes and cue
+def shown_classes(d: np.ndarray, max_classes: int) -> list[int]:
+    """Indices of the classes to draw: the largest gains and losses (changed classes first), best first."""
+    fin = [i for i in range(d.size) if np.isfinite(d[i])]
+    if len(fin) <= max_classes:
+        return sorted(fin, key=lambda i: (-d[i], i))
+    gains = sorted((i for i in fin if d[i] > 0), key=lambda i: (-d[i], i))
+    losses = sorted((i for i in fin if d[i] < 0), key=lambda i: (d[i], i))
+    half = max_classes // 2
+    ng = min(len(gains), max(half, max_classes - len(losses)))
+    nl = min(len(losses), max_classes - ng)
+    pick = gains[:ng] + losses[:nl]  # unchanged classes are counted in the title, not drawn
+    return sorted(pick, key=lambda i: (-d[i], i))
+
+
 def classes_figure(ca: ClassAnalysis, max_classes: int = 24) -> str:
     """Per-class accuracy change of the context against zero-shot, largest gains and losses, per group."""
     groups = ca.groups
     shown = []
     for g in groups:
         d = np.array([f - z for f, z in zip(g.final, g.zero_shot)], dtype=float)
-        idx = [i for i in np.argsort(-np.nan_to_num(d, nan=-1e9)) if np.isfinite(d[i])]
-        if len(idx) > max_classes:
-            half = max_classes // 2
-            idx = idx[:half] + idx[-half:]
+        idx = shown_classes(d, max_classes)
         shown.append((g, d, idx))
-    height = max(3.0, 0.26 * max(len(s[2]) for s in shown) + 1.6)
+    height = max(3.0, 0.26 * max(len(s[2]) for s in shown) + 1.9)
     fig, axes = _figure(5.8 * len(groups), height, 1, len(groups))
     for ax, (g, d, idx) in zip(axes, shown):
         vals = d[idx]
         names = [g.classes[i] for i in idx]
-        colors = ["#2ca02c" if v >= 0 else "#d62728" for v in vals]
-        sns.barplot(x=vals, y=names, ax=ax, palette=colors, hue=names, legend=False, orient="h")
+        if idx:
+            colors = ["#2ca02c" if v >= 0 else "#d62728" for v in vals]
+            sns.barplot(x=vals, y=names, ax=ax, palette=colors, hue=names, legend=False, orient="h")
+        else:
+            ax.text(0.5, 0.5, "no class changed accuracy", transform=ax.transAxes, ha="center", color="0.4")
+            ax.set_yticks([])
         for j, i in enumerate(idx):
             ax.annotate(
                 f"{g.zero_shot[i]:.0f}→{g.final[i]:.0f}",
@@ -376,32 +391,64 @@ def classes_figure(ca: ClassAnalysis, max_classes: int = 24) -> str:
         ax.axvline(0, color="0.3", linewidth=1)
         ax.set_xlabel("accuracy change vs zero-shot (points)")
         ax.set_ylabel("")
-        sub = f" ({len(idx)} of {len(g.classes)} shown)" if len(idx) < len(g.classes) else ""
-        ax.set_title(f"{g.group} classes{sub}: {g.zero_shot_acc:.1f}% → {g.final_acc:.1f}%")
+        finite = int(np.isfinite(d).sum())
+        unchanged = int(np.sum(d == 0))
+        if len(idx) == finite:
+            sub = f"all {finite} classes"
+        elif unchanged and not np.any(d[idx] == 0):
+            sub = f"{len(idx)} changed classes shown, {unchanged} unchanged"
+        else:
+            sub = f"{len(idx)} of {finite} classes shown"
+        ax.set_title(f"{g.group} classes: {g.zero_shot_acc:.1f}% → {g.final_acc:.1f}%\n({sub})")
     return to_png(fig)
 
 
 def cue_figure(ca: ClassAnalysis) -> str:
-    """Accuracy on the ordinary test set, with the cue absent and with the cue flipped, zero-shot vs context."""
+    """Accuracy on the ordinary test set, with the cue absent and with the cue flipped, zero-shot vs context.
+
+    Points joined by lines (no bars): the differences are often a few points near the top of the scale, so
+    the y axis is fitted to the values rather than starting at zero.
+    """
     cue = ca.cue or {}
     fig, axes = _figure(5.5 * len(cue), 4.2, 1, max(1, len(cue)), sharey=True)
+    values = [v for rows in cue.values() for who in ("zero-shot", "context") for v in rows[who].values()]
+    lo = max(0.0, min(values) - 3.0) if values else 0.0
+    hi = min(101.0, max(values) + 2.0) if values else 100.0
+    handles, labels = [], []
     for ax, (g, rows) in zip(axes, cue.items()):
-        xs, ys, hue = [], [], []
-        for who, label in (("zero-shot", "zero-shot"), ("context", f"learned context (epoch {ca.epoch})")):
-            for split, acc in rows[who].items():
-                xs.append(SPLIT_LABELS.get(split, split))
-                ys.append(acc)
-                hue.append(label)
-        sns.barplot(x=xs, y=ys, hue=hue, ax=ax, palette=["0.6", "C0"])
-        for c in ax.containers:
-            ax.bar_label(c, fmt="%.1f", fontsize=8)
-        ax.set_ylim(0, 105)
+        for who, label, color, dx in (
+            ("zero-shot", "zero-shot", "0.45", -0.06),
+            ("context", f"learned context (epoch {ca.epoch})", "C0", 0.06),
+        ):
+            splits = list(rows[who])
+            xs = np.arange(len(splits)) + dx
+            ys = [rows[who][s] for s in splits]
+            ax.plot(xs, ys, marker="o", markersize=8, color=color, linewidth=1.6, label=label)
+            above = who == "zero-shot"
+            for x, y in zip(xs, ys):
+                ax.annotate(
+                    f"{y:.1f}",
+                    xy=(x, y),
+                    xytext=(0, 9 if above else -9),
+                    textcoords="offset points",
+                    ha="center",
+                    va="bottom" if above else "top",
+                    fontsize=8,
+                    color=color,
+                    bbox={
+                        "boxstyle": "round,pad=0.15",
+                        "facecolor": "white",
+                        "edgecolor": "none",
+                        "alpha": 0.85,
+                    },
+                )
+            ax.set_xticks(np.arange(len(splits)), [SPLIT_LABELS.get(s, s) for s in splits])
+        ax.set_xlim(-0.5, len(splits) - 0.5)
+        ax.set_ylim(lo, hi)
         ax.set_xlabel("test images")
         ax.set_ylabel("accuracy (%)")
         ax.set_title(f"{g} classes")
         handles, labels = ax.get_legend_handles_labels()
-        if ax.get_legend() is not None:
-            ax.get_legend().remove()
     if cue:
         fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=9, frameon=False)
     return to_png(fig)

@@ -250,13 +250,14 @@ def analyse_classes(
         cue: dict = {}
         for name, task, test in groups:
             text, zs = weights[name]
-            rows: dict[str, dict[str, float]] = {"zero-shot": {}, "context": {}}
+            rows: dict[str, dict[str, float]] = {"zero-shot": {}, "context": {}, "n": {}}
             for split in ("test", *extra):
                 feats, labels = (
                     test if split == "test" else image_features(backbone, task, split, progress=progress)
                 )
                 rows["zero-shot"][split] = accuracy(classify(feats, zs, scale), labels)
                 rows["context"][split] = accuracy(classify(feats, text, scale), labels)
+                rows["n"][split] = int(labels.numel())
             cue[name] = rows
         out.cue = cue
     return out
