@@ -136,7 +136,8 @@ def accuracy_summary(run: RunData) -> dict | None:
     nov = [m for m in ev if finite(m.get("novel_acc"))]
     if nov:
         out["novel_first"] = nov[0]["novel_acc"]
-        out["novel_peak"] = max(m["novel_acc"] for m in nov)
+        best_n = max(nov, key=lambda m: m["novel_acc"])
+        out["novel_peak"], out["novel_peak_epoch"] = best_n["novel_acc"], best_n["epoch"]
     if nov and out["zs_novel"] is not None:
         below = [m for m in nov if m["novel_acc"] < out["zs_novel"]]
         if below:
@@ -243,29 +244,38 @@ def accuracy_sentences(acc: dict, key: str, label: str) -> list[Sentence]:
             " (no zero-shot reference to compare with)."
         )
         out.append(s)
-    elif acc["novel_below_epoch"] is None:
-        s.t("novel accuracy never fell below zero-shot (").pct(f"{key}.zs_novel", zn).t("); it ended at ")
-        out.append(s.pct(f"{key}.novel_final", nf).t("."))
     else:
-        k = acc["novel_below_epoch"]
-        if k == acc["first_epoch"]:
-            s.t("novel accuracy was below zero-shot (").pct(f"{key}.zs_novel", zn).t(
-                ") from the first evaluated epoch ("
-            )
-            s.n(f"{key}.novel_below_epoch", k, "{:d}").t(")")
+        if acc["novel_below_epoch"] is None:
+            s.t("novel accuracy never fell below zero-shot (").pct(f"{key}.zs_novel", zn).t(")")
         else:
-            s.t("novel accuracy fell below zero-shot (").pct(f"{key}.zs_novel", zn).t(") at epoch ")
-            s.n(f"{key}.novel_below_epoch", k, "{:d}")
-        later = acc["novel_after_count"]
-        if later > 1 and acc["novel_below_count"] == later:
-            s.t(" and stayed below it at all ").n(f"{key}.novel_after_count", later, "{:d}")
-            s.t(" evaluated epochs from then on")
-        elif later > 1:
-            s.t(" and was below it at ").n(f"{key}.novel_below_count", acc["novel_below_count"], "{:d}").t(
-                " of the "
+            k = acc["novel_below_epoch"]
+            if k == acc["first_epoch"]:
+                s.t("novel accuracy was below zero-shot (").pct(f"{key}.zs_novel", zn)
+                s.t(") at the first evaluated epoch (").n(f"{key}.novel_below_epoch", k, "{:d}").t(")")
+            else:
+                s.t("novel accuracy fell below zero-shot (").pct(f"{key}.zs_novel", zn).t(") at epoch ")
+                s.n(f"{key}.novel_below_epoch", k, "{:d}")
+            later, below = acc["novel_after_count"], acc["novel_below_count"]
+            if later > 1 and below == later:
+                s.t(" and stayed below it through the last epoch (").n(
+                    f"{key}.novel_after_count", later, "{:d}"
+                )
+                s.t(" evaluated epochs)")
+            elif later > 1:
+                s.t(" and was below it at ").n(f"{key}.novel_below_count", below, "{:d}").t(" of the ")
+                s.n(f"{key}.novel_after_count", later, "{:d}").t(" evaluated epochs from then on")
+        pk, pke = acc.get("novel_peak"), acc.get("novel_peak_epoch")
+        if pk is not None and pke != acc["final_epoch"] and pk > nf:
+            s.t("; it peaked at ").pct(f"{key}.novel_peak", pk).t(" at epoch ").n(
+                f"{key}.novel_peak_epoch", pke, "{:d}"
             )
-            s.n(f"{key}.novel_after_count", later, "{:d}").t(" evaluated epochs from then on")
-        out.append(s.t("; it ended at ").pct(f"{key}.novel_final", nf).t("."))
+            s.t(" and ended at ")
+        else:
+            s.t("; it ended at ")
+        s.pct(f"{key}.novel_final", nf)
+        if acc["novel_below_epoch"] is not None:
+            s.t(", above zero-shot" if nf >= zn else ", below zero-shot")
+        out.append(s.t("."))
 
     if acc["hm_final"] is not None:
         s = (
@@ -487,12 +497,10 @@ def class_sentences(ca: dict, key: str, label: str) -> list[Sentence]:
         if gap_c <= 0:
             s.t(": flipping the cue does not lower the context's accuracy")
         elif noise is not None and abs(excess) < noise:
-            s.t(": flipping it costs the context ").n(ek, excess, "{:+.1f}").t(
-                " points more than zero-shot CLIP, within "
-            )
-            s.t("test noise (±").n(f"{key}.cue.{g}.gap_noise", noise, "{:.1f}").t(
-                " points, two standard errors)"
-            )
+            s.t(": the cost of flipping it for the context differs from zero-shot CLIP's by ")
+            s.n(ek, excess, "{:+.1f}").t(" points, within test noise (±").n(
+                f"{key}.cue.{g}.gap_noise", noise, "{:.1f}"
+            ).t(" points, two standard errors)")
         elif excess > 0:
             s.t(": the context relies on the spurious cue, flipping it costs ").n(ek, excess, "{:.1f}")
             s.t(" points more than it costs zero-shot CLIP")

@@ -98,11 +98,13 @@ def accuracy_figure(runs: list[tuple[str, list[dict], dict | None]]) -> str:
                     zorder=5,
                     linestyle="none",
                 )
+                right = acc["base_peak_epoch"] > 0.5 * (x[0] + x[-1])
                 ax.annotate(
                     f"peak {acc['base_peak']:.1f}% (epoch {acc['base_peak_epoch']})",
                     xy=(acc["base_peak_epoch"], acc["base_peak"]),
-                    xytext=(6, 6),
+                    xytext=(-6 if right else 6, 6),
                     textcoords="offset points",
+                    ha="right" if right else "left",
                     fontsize=8,
                     color=color,
                 )

@@ -342,7 +342,14 @@ def test_sentences_follow_the_data() -> None:
     text = " ".join(s.plain() for s in accuracy_sentences(acc, "a", ""))
     assert "Base accuracy peaked at 81.2% at epoch 3 and ended at 76.4% at epoch 5 (4.8 points lower)" in text
     assert "novel accuracy fell below zero-shot (75.0%) at epoch 4" in text.lower()
-    assert "it ended at 73.0%" in text
+    assert "and stayed below it through the last epoch (2 evaluated epochs)" in text
+    assert "it peaked at 77.0% at epoch 1 and ended at 73.0%, below zero-shot" in text
+
+    novel = [74.0, 76.0, 79.0, 77.0, 76.5]  # below at epoch 1, then above: peak 79.0 at epoch 3
+    run.metrics = [dict(m, novel_acc=n) for m, n in zip(run.metrics, novel)]
+    text = " ".join(s.plain() for s in accuracy_sentences(accuracy_summary(run), "a", ""))
+    assert "below zero-shot (75.0%) at the first evaluated epoch (1) and was below it at 1 of the 5" in text
+    assert "it peaked at 79.0% at epoch 3 and ended at 76.5%, above zero-shot" in text
 
     run.metrics = [dict(m, base_acc=60 + m["epoch"], novel_acc=80.0) for m in run.metrics]
     text = " ".join(s.plain() for s in accuracy_sentences(accuracy_summary(run), "a", ""))
