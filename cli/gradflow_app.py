@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.common import fail, print_json, run_guarded
+from cli.report_cmd import gradflow_report
 from gradflow.errors import GradflowError
 from gradflow.spectrum import Spectrum
 from gradflow.subspace import Basis, captured_energy, grassmann_distance, overlap, principal_angles
@@ -265,6 +266,28 @@ def compare(
     console.print(table)
     if "plot" in result:
         console.print(f"wrote plot: {result['plot']}")
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def record(
+    ctx: typer.Context,
+    every: Annotated[int, typer.Option("--every", help="Record the gradient every N optimiser steps.")] = 1,
+    dtype: Annotated[str, typer.Option("--dtype", help="Storage dtype: float32, float16 or bfloat16.")] = "float32",
+    grads: Annotated[bool, typer.Option("--grads/--no-grads", help="Record per-step gradients.")] = True,
+) -> None:
+    """Run `subpt train` with recording on (all of its options apply, e.g. --out RUN --epochs 100).
+
+    ctx snapshots are stored after every epoch in any case; gradients every `--every` steps.
+    """
+    from cli.subpt_app import app as subpt_app
+
+    args = ["train", *ctx.args, "--record-every", str(every), "--record-dtype", dtype]
+    if grads:
+        args.append("--record")
+    subpt_app(args=args, prog_name="gradflow record")
+
+
+app.command("report")(gradflow_report)
 
 
 def main() -> None:

@@ -8,18 +8,16 @@ from pathlib import Path
 import typer
 
 from cli.common import print_json, register_user_error, run_guarded
+from cli.data_cmd import data_app
+from cli.report_cmd import subpt_report
 from subpt.errors import SubptError
 
 register_user_error(SubptError)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
-try:  # mounted when the real-dataset tools are installed in this checkout
-    from cli.data_cmd import data_app
-
-    app.add_typer(data_app, name="data", help="Check data roots of the real datasets.")
-except ImportError:  # pragma: no cover
-    pass
+app.add_typer(data_app, name="data", help="Check data roots of the real datasets.")
+app.command("report")(subpt_report)
 
 DATASET = typer.Option("world-color-shape", "--dataset", "-d", help="Dataset name (see `subpt datasets`).")
 ROOT = typer.Option(None, "--root", help="Data root of real datasets (docs/datasets.md).")
@@ -66,7 +64,8 @@ def train(
     nfl_names: str = typer.Option("novel", "--nfl-names", help="'novel', 'imagenet100', or a file of class names."),
     nfl_lambda: float = typer.Option(1.0, "--nfl-lambda"),
     record: bool = typer.Option(False, "--record", help="Record per-step gradients into RUN/trajectory."),
-    record_every: int = typer.Option(1, "--record-every"),
+    record_every: int = typer.Option(1, "--record-every", help="Record the gradient every N optimiser steps."),
+    record_dtype: str = typer.Option("float32", "--record-dtype", help="Storage dtype: float32, float16, bfloat16."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     precision: str = typer.Option("fp32", help="fp32, bf16 or fp16 (autocast)."),
     cue: str = CUE,
@@ -85,7 +84,8 @@ def train(
         pretrained=pretrained, shots=shots, seed=seed, subsample=subsample, n_ctx=n_ctx, ctx_init=ctx_init,
         csc=csc, class_token_position=class_token_position, epochs=epochs, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, warmup_epochs=warmup_epochs, basis=basis, nfl=nfl, nfl_names=nfl_names,
-        nfl_lambda=nfl_lambda, record_grads=record, record_every=record_every, device=device, precision=precision,
+        nfl_lambda=nfl_lambda, record_grads=record, record_every=record_every, record_dtype=record_dtype, device=device,
+        precision=precision,
     )
     metrics = run_train(cfg, out, resume=resume, overwrite=overwrite, progress=not as_json)
     if as_json:
@@ -242,12 +242,13 @@ def datasets() -> None:
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Folder for the demo's runs."),
     seeds: int = typer.Option(3, help="Number of seeds."),
-    epochs: int = typer.Option(100),
+    epochs: int = typer.Option(50),
+    noise: float = typer.Option(None, "--noise", help="Pixel noise of the task images (default: as in pretraining)."),
 ) -> None:
-    """The main job on the embedded default: zero-shot vs CoOp on the world task with a spurious cue."""
+    """The main job on the embedded default: zero-shot, CoOp, NFL, SubPT on the world task with a spurious cue."""
     from subpt.demo import run_demo
 
-    run_demo(out, seeds=seeds, epochs=epochs)
+    run_demo(out, seeds=seeds, epochs=epochs, noise=noise)
 
 
 def main() -> None:

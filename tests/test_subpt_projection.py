@@ -35,12 +35,13 @@ def ctx_path(run):
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_update_lies_in_span(tmp_path, precision):
     basis = make_basis(tmp_path / "b.pt", rank=6)
-    train(TrainConfig(**SMALL, basis=str(tmp_path / "b.pt"), precision=precision), tmp_path / "run", progress=False)
+    cfg = TrainConfig(**{**SMALL, "shots": 8, "epochs": 4, "lr": 0.02}, basis=str(tmp_path / "b.pt"), precision=precision)
+    train(cfg, tmp_path / "run", progress=False)  # 20 steps of SGD with momentum 0.9 and weight decay 5e-4
     first, last = ctx_path(tmp_path / "run")
     d = last - first
     u = basis.U.double()
     residual = d - u.t() @ (u @ d)
-    assert d.norm() > 1e-4, "the context did not move"
+    assert d.norm() > 1e-2, "the context hardly moved"
     assert residual.norm() / d.norm() < 1e-6
 
 

@@ -7,6 +7,7 @@ file from 33 MB to a few MB without changing a single value.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -38,7 +39,13 @@ def initial_token_embedding(vocab_size: int, width: int) -> torch.Tensor:
 def create_random_model() -> open_clip.CLIP:
     """A randomly initialised tiny CLIP whose token embedding has the seeded initialisation."""
     register()
-    model = open_clip.create_model(MODEL_NAME, pretrained=None)
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)  # open_clip warns that no pretrained weights were loaded: that is the point
+    try:
+        model = open_clip.create_model(MODEL_NAME, pretrained=None)
+    finally:
+        root.setLevel(level)
     with torch.no_grad():
         w = model.token_embedding.weight
         w.copy_(initial_token_embedding(*w.shape))

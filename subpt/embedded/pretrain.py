@@ -105,7 +105,7 @@ def pretrain(
         "pool_size": pool_size,
         "final_loss": float(np.mean(losses[-50:])),
         "seconds": round(time.time() - t0, 1),
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),
         "threads": torch.get_num_threads(),
     }
     return model, info

@@ -28,6 +28,9 @@ from subpt.errors import SubptError
 
 CUES = ("none", "background", "mark")
 TEST_PER_CLASS = 50
+# Pixel noise of downstream images; the default equals pretraining's. A larger value adds a domain shift,
+# which CoOp learns to undo for base and novel classes alike (see docs/embedded.md).
+DOWNSTREAM_NOISE = world.NOISE_STD
 WORLD_TEMPLATES = [
     "a photo of a {}.",
     "a {}.",
@@ -51,9 +54,9 @@ def _seed(*parts: object) -> int:
 
 
 def _split(
-    classes: list[tuple[int, int]], per_class: int, seed: int, split: str, cue: str, cue_strength: float
+    classes: list[tuple[int, int]], per_class: int, seed: int, split: str, cue: str, cue_strength: float, noise: float
 ) -> list[Item]:
-    rng = np.random.default_rng(_seed("world", split, seed, per_class, cue, cue_strength, len(classes)))
+    rng = np.random.default_rng(_seed("world", split, seed, per_class, cue, cue_strength, len(classes), noise))
     n_bg = len(world.BACKGROUNDS)
     items = []
     for label, (c, s) in enumerate(classes):
@@ -73,7 +76,8 @@ def _split(
                     mark = (label % n_col + 1 + int(rng.integers(n_col - 1))) % n_col
             elif split == "test_cue_fixed":
                 background = 0
-            items.append(Item(world.random_recipe(rng, color=c, shape=s, background=background, mark=mark), label, name))
+            recipe = world.random_recipe(rng, color=c, shape=s, background=background, mark=mark, noise=noise)
+            items.append(Item(recipe, label, name))
     return items
 
 
@@ -95,6 +99,7 @@ def world_task(
     cue: str = "background",
     cue_strength: float = 1.0,
     test_per_class: int = TEST_PER_CLASS,
+    noise: float = DOWNSTREAM_NOISE,
     name: str = "world-color-shape",
 ) -> TaskData:
     """The colour-shape task on the first n_colors x n_shapes attributes with a configurable cue."""
@@ -102,22 +107,24 @@ def world_task(
         raise SubptError(f"--cue must be one of {', '.join(CUES)}, got {cue!r}")
     if not 0.0 <= cue_strength <= 1.0:
         raise SubptError(f"--cue-strength must lie in [0, 1], got {cue_strength}")
+    if noise < 0:
+        raise SubptError(f"--noise must be non-negative, got {noise}")
     if shots < 1:
         raise SubptError(f"--shots must be at least 1 for {name}, got {shots}")
     if shots > 512:
         raise SubptError(f"--shots {shots} is larger than the 512 training images per class {name} offers")
     classes = class_order(n_colors, n_shapes)
     classnames = [f"{world.COLOR_NAMES[c]} {world.SHAPES[s]}" for c, s in classes]
-    extra = {"test_cue_flipped": _split(classes, test_per_class, 0, "test_cue_flipped", cue, cue_strength)}
+    extra = {"test_cue_flipped": _split(classes, test_per_class, 0, "test_cue_flipped", cue, cue_strength, noise)}
     if cue == "background":
-        extra["test_cue_fixed"] = _split(classes, test_per_class, 0, "test_cue_fixed", cue, cue_strength)
+        extra["test_cue_fixed"] = _split(classes, test_per_class, 0, "test_cue_fixed", cue, cue_strength, noise)
     return TaskData(
         name=name,
         classnames=classnames,
         template="a photo of a {}.",
-        train=_split(classes, shots, seed, "train", cue, cue_strength),
-        val=_split(classes, validation_shots(shots), seed, "val", cue, cue_strength),
-        test=_split(classes, test_per_class, 0, "test", cue, cue_strength),
+        train=_split(classes, shots, seed, "train", cue, cue_strength, noise),
+        val=_split(classes, validation_shots(shots), seed, "val", cue, cue_strength, noise),
+        test=_split(classes, test_per_class, 0, "test", cue, cue_strength, noise),
         load_image=load_world_image,
         test_splits=extra,
         templates=list(WORLD_TEMPLATES),

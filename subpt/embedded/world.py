@@ -57,6 +57,7 @@ class Recipe:
     dy: int = 0
     noise_seed: int = 0
     mark: int = -1  # colour index of a 4x4 corner mark, -1 for none
+    noise: float = NOISE_STD  # std of the Gaussian pixel noise, in uint8 units
 
     def describe(self) -> dict[str, str]:
         """Attribute names of this recipe."""
@@ -119,10 +120,11 @@ def render(recipes: list[Recipe], noise_rng: np.random.Generator | None = None) 
     if has_mark.any():
         img[has_mark, 1:5, 1:5] = cols[mark[has_mark]][:, None, None, :]
     shape_hw = (IMAGE_SIZE, IMAGE_SIZE, 3)
+    std = np.array([r.noise for r in recipes], dtype=np.float64)[:, None, None, None]
     if noise_rng is not None:
-        noise = noise_rng.normal(0.0, NOISE_STD, size=(n, *shape_hw)).astype(np.float32)
+        noise = (noise_rng.normal(0.0, 1.0, size=(n, *shape_hw)) * std).astype(np.float32)
     else:
-        noise = np.stack([np.random.default_rng(r.noise_seed).normal(0.0, NOISE_STD, size=shape_hw) for r in recipes])
+        noise = np.stack([np.random.default_rng(r.noise_seed).normal(0.0, 1.0, size=shape_hw) for r in recipes]) * std
     return np.clip(np.rint(img + noise), 0, 255).astype(np.uint8)
 
 
@@ -132,6 +134,7 @@ def random_recipe(
     shape: int | None = None,
     background: int | None = None,
     mark: int = -1,
+    noise: float = NOISE_STD,
 ) -> Recipe:
     """A recipe with the given attributes fixed and the others drawn from `rng`."""
     size = int(rng.integers(len(SIZES)))
@@ -146,6 +149,7 @@ def random_recipe(
         dy=int(rng.integers(-max_shift, max_shift + 1)),
         noise_seed=int(rng.integers(2**31 - 1)),
         mark=mark,
+        noise=noise,
     )
 
 
