@@ -244,11 +244,12 @@ def demo(
     seeds: int = typer.Option(3, help="Number of seeds."),
     epochs: int = typer.Option(40),
     noise: float = typer.Option(None, "--noise", help="Pixel noise of the task images (default: as in pretraining)."),
+    report: bool = typer.Option(True, "--report/--no-report", help="Write report.html for the seed-1 runs."),
 ) -> None:
     """The main job on the embedded default: zero-shot, CoOp, NFL, SubPT on the world task with a spurious cue."""
     from subpt.demo import run_demo
 
-    run_demo(out, seeds=seeds, epochs=epochs, noise=noise)
+    run_demo(out, seeds=seeds, epochs=epochs, noise=noise, report=report)
 
 
 def main() -> None:

@@ -37,7 +37,12 @@ def _task_options(noise: float | None) -> dict:
 
 
 def run_demo(
-    out: Path, seeds: int = 3, epochs: int = 100, noise: float | None = None, console: Console | None = None
+    out: Path,
+    seeds: int = 3,
+    epochs: int = 40,
+    noise: float | None = None,
+    report: bool = True,
+    console: Console | None = None,
 ) -> dict:
     """Run every method over `seeds` seeds into `out`; print and return the summary."""
     console = console or Console()
@@ -68,7 +73,13 @@ def run_demo(
     (out / "curves.json").write_text(json.dumps(summary.pop("curves")) + "\n")
     plot_accuracy_curves(json.loads((out / "curves.json").read_text()), out / "curves.png")
     print_summary(summary, console)
-    console.print(f"runs, curves.json and curves.png in {out}  ({summary['seconds']:.0f} s)")
+    if report:
+        from subpt.report import write_report
+
+        seed1 = [runs[m][0] for m in ("CoOp", "SubPT", "SubPT+NFL")]
+        write_report(seed1, out / "report.html", progress=False)
+        console.print(f"interpretability report of seed 1: {out / 'report.html'}")
+    console.print(f"runs, curves.json and curves.png in {out}  ({time.time() - t0:.0f} s)")
     return summary
 
 
