@@ -150,12 +150,12 @@ class PromptLearner(nn.Module):
             texts = [" ".join(w for w in (first, n, second) if w) + "." for n in names]
         tokens = self.backbone.tokenizer(texts).to(self.backbone.device)
         eos = eos_positions(model, tokens)
-        context_length = tokens.shape[1]
-        if int(eos.max()) >= context_length - 1 and bool((tokens[:, -1] != 0).any()):
-            longest = names[int(eos.argmax())]
+        truncated = tokens[:, -1] != 0  # the tokenizer cut the text and put EOS in the last slot
+        if bool(truncated.any()):
+            longest = names[int(torch.nonzero(truncated)[0])]
             raise SubptError(
                 f"prompt for class {longest!r} with {n_ctx} context tokens exceeds the text context length "
-                f"{context_length}: use fewer --n-ctx or a shorter class name"
+                f"{tokens.shape[1]}: use fewer --n-ctx or a shorter class name"
             )
         counts = (eos - 1 - n_ctx).tolist()  # name + '.' tokens per class
         index = []
