@@ -40,8 +40,9 @@ def resolve_names(source: str, task: TaskData) -> list[str]:
 
 
 def teacher_templates(task: TaskData) -> list[str]:
-    """The template ensemble: the task's own templates (embedded world) or CLIP's 80, plus the task template."""
-    base = list(task.templates) if task.templates else imagenet_templates()
+    """NFL's teacher ensemble: CLIP's 80 ImageNet templates (or the task's own teacher templates, as the
+    embedded world has) plus the task's template."""
+    base = list(task.teacher_templates) if task.teacher_templates else imagenet_templates()
     return base + ([task.template] if task.template not in base else [])
 
 

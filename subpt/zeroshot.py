@@ -37,7 +37,7 @@ def run_zero_shot(
     if templates:
         chosen = list(templates)
     elif ensemble:
-        chosen = teacher_templates(splits.task)
+        chosen = list(splits.task.templates) or teacher_templates(splits.task)
     else:
         chosen = [splits.task.template]
     result = zero_shot_metrics(backbone, splits, chosen)

@@ -67,3 +67,15 @@ def test_no_novel_image_is_ever_used(tmp_path, monkeypatch):
     assert (runs[0] == runs[1]).all() and not (runs[0][0] == runs[0][-1]).all()
     train_classes = set().union(*(c for _, split, c in seen if split == "train"))
     assert train_classes and not train_classes & novel_names
+
+
+def test_real_datasets_use_clips_80_templates_plus_their_own(tmp_path):
+    from fake_datasets import make_fake_dataset
+
+    from subpt.resources import imagenet_templates
+
+    make_fake_dataset(tmp_path, "oxford_pets", n_classes=4, n_per_class=2)
+    task = build_task("oxford_pets", root=tmp_path, shots=1, seed=1)
+    templates = teacher_templates(task)
+    assert len(imagenet_templates()) == 80
+    assert templates == imagenet_templates() + [task.template] and "pet" in task.template

@@ -26,6 +26,8 @@ class TaskData:
 
     `load_image(item)` returns an RGB PIL image for any item of the splits.
     `test_splits` holds extra named test sets (domain shift variants, a cue-flipped test set, ...).
+    `templates` is the dataset's zero-shot ensemble; `teacher_templates` overrides NFL's teacher ensemble
+    (the embedded world has its own caption templates; real datasets use CLIP's 80 ImageNet templates).
     """
 
     name: str
@@ -36,7 +38,8 @@ class TaskData:
     test: list[Item]
     load_image: Callable[[Item], Image.Image]
     test_splits: dict[str, list[Item]] = field(default_factory=dict)
-    templates: list[str] = field(default_factory=list)
+    templates: list[str] = field(default_factory=list)  # the dataset's zero-shot template ensemble
+    teacher_templates: list[str] = field(default_factory=list)  # NFL's ensemble; empty: CLIP's 80 ImageNet ones
 
     @property
     def num_classes(self) -> int:

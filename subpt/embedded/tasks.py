@@ -128,6 +128,7 @@ def world_task(
         load_image=load_world_image,
         test_splits=extra,
         templates=list(WORLD_TEMPLATES),
+        teacher_templates=list(WORLD_TEMPLATES),
     )
 
 
