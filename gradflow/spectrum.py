@@ -110,6 +110,30 @@ def _orthonormal_complete(v: np.ndarray, good: int, seed: int) -> np.ndarray:
     return (q * d).T
 
 
+def _assemble(
+    s: np.ndarray, comps: np.ndarray, total: float, mean: np.ndarray | None, n: int, center: bool, method: str, dim: int
+) -> Spectrum:
+    """A Spectrum from singular values, components and the window's total energy (ratios use the total)."""
+    if total <= 0:
+        raise GradflowError(f"the {n} rows have zero energy{' after centring' if center else ''}: nothing to analyse")
+    evr = s**2 / total
+    ent, pr = _effective_ranks(s)
+    return Spectrum(
+        singular_values=s,
+        explained_variance_ratio=evr,
+        cumulative_energy=np.cumsum(evr),
+        effective_rank_entropy=ent,
+        participation_ratio=pr,
+        components=_sign_fix(comps).astype(np.float32),
+        mean=None if mean is None else mean.astype(np.float32),
+        n_rows=n,
+        centered=center,
+        method=method,
+        total_energy=total,
+        dim=dim,
+    )
+
+
 def _exact(a: np.ndarray, center: bool, k: int | None, seed: int) -> Spectrum:
     """Exact thin SVD via the float64 Gram matrix of the smaller side."""
     n, dim = a.shape
@@ -142,27 +166,7 @@ def _exact(a: np.ndarray, center: bool, k: int | None, seed: int) -> Spectrum:
         raw[:good] /= s[:good, None]
         comps = _orthonormal_complete(raw, good, seed)
     s = s[:m]
-    total = float((s**2).sum())
-    if total <= 0:
-        raise GradflowError(
-            f"the {n} rows have zero energy{' after centring' if center else ''}: nothing to analyse"
-        )
-    evr = s**2 / total
-    ent, pr = _effective_ranks(s)
-    return Spectrum(
-        singular_values=s,
-        explained_variance_ratio=evr,
-        cumulative_energy=np.cumsum(evr),
-        effective_rank_entropy=ent,
-        participation_ratio=pr,
-        components=_sign_fix(comps).astype(np.float32),
-        mean=None if mean is None else mean.astype(np.float32),
-        n_rows=n,
-        centered=center,
-        method="exact",
-        total_energy=total,
-        dim=dim,
-    )
+    return _assemble(s, comps, float((s**2).sum()), mean, n, center, "exact", dim)
 
 
 def _stats_pass(blocks: Iterator[np.ndarray]) -> tuple[int, int, np.ndarray, float]:
@@ -231,26 +235,7 @@ def _randomized(
     s = np.sqrt(np.clip(w[order], 0.0, None))
     comps = (z @ vecs[:, order]).T
     total_energy = centred_energy if center else energy
-    if total_energy <= 0:
-        raise GradflowError(
-            f"the {n} rows have zero energy{' after centring' if center else ''}: nothing to analyse"
-        )
-    evr = s**2 / total_energy
-    ent, pr = _effective_ranks(s)
-    return Spectrum(
-        singular_values=s,
-        explained_variance_ratio=evr,
-        cumulative_energy=np.cumsum(evr),
-        effective_rank_entropy=ent,
-        participation_ratio=pr,
-        components=_sign_fix(comps).astype(np.float32),
-        mean=None if mean is None else mean.astype(np.float32),
-        n_rows=n,
-        centered=center,
-        method="randomized",
-        total_energy=float(total_energy),
-        dim=dim,
-    )
+    return _assemble(s, comps, float(total_energy), mean, n, center, "randomized", dim)
 
 
 def _array_source(a: np.ndarray) -> Callable[[], Iterator[np.ndarray]]:

@@ -31,16 +31,7 @@ TEST_PER_CLASS = 50
 # Pixel noise of downstream images; the default equals pretraining's. A larger value adds a domain shift,
 # which CoOp learns to undo for base and novel classes alike (see docs/embedded.md).
 DOWNSTREAM_NOISE = world.NOISE_STD
-WORLD_TEMPLATES = [
-    "a photo of a {}.",
-    "a {}.",
-    "an image of a {}.",
-    "a picture of a {}.",
-    "a drawing of a {}.",
-    "a rendering of a {}.",
-    "there is a {}.",
-    "a small image of a {}.",
-]
+WORLD_TEMPLATES = list(world.CAPTION_TEMPLATES)  # the captions' templates are the world's prompt ensemble
 
 
 def class_order(n_colors: int, n_shapes: int) -> list[tuple[int, int]]:
