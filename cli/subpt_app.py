@@ -68,6 +68,7 @@ def train(
     record_dtype: str = typer.Option("float32", "--record-dtype", help="Storage dtype: float32, float16, bfloat16."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
     precision: str = typer.Option("fp32", help="fp32, bf16 or fp16 (autocast)."),
+    text_chunk: int = typer.Option(None, "--text-chunk", help="Encode this many classes at a time (bounds memory)."),
     cue: str = CUE,
     cue_strength: float = CUE_STRENGTH,
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
@@ -85,7 +86,7 @@ def train(
         csc=csc, class_token_position=class_token_position, epochs=epochs, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, warmup_epochs=warmup_epochs, basis=basis, nfl=nfl, nfl_names=nfl_names,
         nfl_lambda=nfl_lambda, record_grads=record, record_every=record_every, record_dtype=record_dtype, device=device,
-        precision=precision,
+        precision=precision, text_chunk=text_chunk,
     )
     metrics = run_train(cfg, out, resume=resume, overwrite=overwrite, progress=not as_json)
     if as_json:

@@ -76,6 +76,7 @@ class TrainConfig:
             (not (self.nfl and self.csc), "--nfl needs a shared context: it cannot be combined with --csc"),
             (self.nfl_lambda >= 0, f"--nfl-lambda must be non-negative, got {self.nfl_lambda}"),
             (self.warmup_epochs >= 0, f"--warmup-epochs must be non-negative, got {self.warmup_epochs}"),
+            (self.text_chunk is None or self.text_chunk >= 1, f"--text-chunk must be at least 1, got {self.text_chunk}"),
         ]
         for ok, msg in checks:
             if not ok:

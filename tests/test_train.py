@@ -128,3 +128,13 @@ def test_existing_run_is_not_touched_without_resume(tmp_path):
 def test_bf16_autocast_trains_on_cpu(tmp_path):
     metrics = train(small_config(epochs=1, precision="bf16"), tmp_path / "bf16", progress=False)
     assert math.isfinite(metrics[-1]["loss"])
+
+
+def test_chunked_classes_give_the_same_training(tmp_path):
+    """The two-pass chunked backward is the same gradient as encoding all classes at once."""
+    a = train(small_config(epochs=2, nfl=True), tmp_path / "all", progress=False)
+    b = train(small_config(epochs=2, nfl=True, text_chunk=5), tmp_path / "chunked", progress=False)
+    ca = torch.load(tmp_path / "all" / "ckpt" / "last.pt", weights_only=True)["ctx"]
+    cb = torch.load(tmp_path / "chunked" / "ckpt" / "last.pt", weights_only=True)["ctx"]
+    torch.testing.assert_close(cb, ca, atol=1e-6, rtol=1e-5)
+    assert abs(a[-1]["loss"] - b[-1]["loss"]) < 1e-5
