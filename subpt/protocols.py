@@ -112,7 +112,9 @@ PROTOCOLS: dict[str, Protocol] = {
             datasets=COOP_11,
             nfl_names="novel",
         ),
-        Protocol("fewshot", "Few-shot learning", FEWSHOT, subsample="all", shots=(1, 2, 4, 8, 16), datasets=COOP_11),
+        Protocol(
+            "fewshot", "Few-shot learning", FEWSHOT, subsample="all", shots=(1, 2, 4, 8, 16), datasets=COOP_11
+        ),
         Protocol(
             "crossdataset",
             "Cross-dataset transfer",
@@ -167,7 +169,9 @@ def read_run_config(run_dir: Path) -> tuple[Any, str | None]:
     try:
         d = json.loads(path.read_text())
     except FileNotFoundError as e:
-        raise SubptError(f"{path} is missing: is {run_dir} a run folder of `subpt train` or `subpt sweep`?") from e
+        raise SubptError(
+            f"{path} is missing: is {run_dir} a run folder of `subpt train` or `subpt sweep`?"
+        ) from e
     except json.JSONDecodeError as e:
         raise SubptError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from e
     marker = d.pop("method", None)
@@ -264,7 +268,9 @@ def transfer_eval(
         return cached
 
     backbone = load_backbone(cfg.model, cfg.pretrained, device)
-    task = build_task(target_dataset, root=root, shots=1, seed=cfg.seed, **target_build_options(target_dataset, opts))
+    task = build_task(
+        target_dataset, root=root, shots=1, seed=cfg.seed, **target_build_options(target_dataset, opts)
+    )
     if not task.test:
         raise SubptError(f"target dataset {target_dataset!r} has no test images under {root}")
     feats, labels = image_features(backbone, task, "test", progress=progress)

@@ -173,15 +173,15 @@ def validate(s: SweepSettings) -> None:
         raise SubptError("--methods is empty")
     if not s.shots:
         raise SubptError("--shots is empty")
+    if s.targets and not spec.is_transfer:
+        raise SubptError(f"--targets only applies to the transfer protocols, not {s.protocol}")
+    if spec.is_transfer and not s.targets:
+        raise SubptError(f"protocol {s.protocol} needs at least one target dataset (--targets)")
     for d in [*s.datasets, *s.targets]:
         if d not in known:
             raise SubptError(f"unknown dataset {d!r}; known datasets: {', '.join(known)}")
         if needs_root(d) and s.root is None:
             raise SubptError(f"dataset {d!r} reads files: pass --root DIR (see docs/datasets.md)")
-    if s.targets and not spec.is_transfer:
-        raise SubptError(f"--targets only applies to the transfer protocols, not {s.protocol}")
-    if spec.is_transfer and not s.targets:
-        raise SubptError(f"protocol {s.protocol} needs at least one target dataset (--targets)")
     if any(k < 1 for k in s.shots):
         raise SubptError(f"--shots must be at least 1, got {s.shots}")
     if s.epochs is not None and s.epochs < 1:
@@ -241,6 +241,20 @@ def job_config(s: SweepSettings, job: Job) -> Any:
 
     spec = s.spec
     device = "cuda" if s.device.startswith("cuda") and os.environ.get("SUBPT_SWEEP_WORKER") else s.device
+    if (
+        job.method == ZEROSHOT
+    ):  # training settings left at their defaults: they do not change zero-shot numbers
+        return TrainConfig(
+            dataset=job.dataset,
+            root=s.root,
+            dataset_options=s.options_for(job.dataset),
+            model=s.model,
+            pretrained=s.pretrained,
+            shots=job.shots,
+            seed=job.seed,
+            subsample=spec.subsample,
+            device=device,
+        )
     return TrainConfig(
         dataset=job.dataset,
         root=s.root,
@@ -354,6 +368,17 @@ def run_zeroshot(cfg: Any, run_dir: Path) -> dict:
     return zs
 
 
+def basis_window(path: Path) -> tuple[str | None, int | None]:
+    """(window, rank) a basis file was built with; (None, None) when it cannot be read."""
+    from gradflow.subspace import Basis
+
+    try:
+        meta = Basis.load(path).metadata
+    except Exception:
+        return None, None
+    return meta.get("window"), meta.get("rank")
+
+
 def _train(cfg: Any, run_dir: Path, resume: bool) -> None:
     from subpt.train import train
 
@@ -376,7 +401,9 @@ def _summary(job: Job) -> str:
     return f"acc {m['base_acc']:.2f}"
 
 
-def run_job(s: SweepSettings, job: Job, restart_subpt: set[str], total: int, echo: Echo, prefix: str = "") -> str:
+def run_job(
+    s: SweepSettings, job: Job, restart_subpt: set[str], total: int, echo: Echo, prefix: str = ""
+) -> str:
     """Run (or skip, or resume) one job and print its line; returns 'done', 'resumed' or 'skipped'."""
     from subpt.pipeline import run_basis
 
@@ -390,12 +417,14 @@ def run_job(s: SweepSettings, job: Job, restart_subpt: set[str], total: int, ech
     if job.method in STAGE1:
         bpath = basis_path(job)
         stage1 = str(run.parent / STAGE1[job.method])
-        if stage1 in restart_subpt or not bpath.is_file():
-            t, r = s.basis_setting(job.dataset, job.shots)
+        t, r = s.basis_setting(job.dataset, job.shots)
+        changed = bpath.is_file() and basis_window(bpath) != (f"epochs:1-{t}", r)
+        if stage1 in restart_subpt or changed or not bpath.is_file():
             run_basis(Path(stage1), f"epochs:1-{t}", r, bpath, source="snapshots")
             notes.append(f"basis epochs 1-{t}, r {r}")
-        if stage1 in restart_subpt and state != "new":
-            state, detail = "restart", f"{STAGE1[job.method]} was retrained"
+        if (stage1 in restart_subpt or changed) and state != "new":
+            retrained = f"{STAGE1[job.method]} was retrained"
+            state, detail = "restart", retrained if stage1 in restart_subpt else "basis setting changed"
     if state == "finished":
         outcome = "skipped"
     elif job.method == ZEROSHOT:
@@ -442,7 +471,9 @@ def describe_plan(s: SweepSettings, jobs: list[Job], workers: int) -> list[str]:
     lines = []
     for j in jobs:
         state, detail = run_state(s, j)
-        what = {"new": "run", "finished": "skip (finished)", "resume": "resume", "restart": "restart"}.get(state, state)
+        what = {"new": "run", "finished": "skip (finished)", "resume": "resume", "restart": "restart"}.get(
+            state, state
+        )
         info = []
         if j.method != ZEROSHOT:
             info.append(f"{s.epochs_for(j.dataset, j.shots)} epochs")
@@ -579,7 +610,9 @@ def settings_from_options(
         methods=parse_list(methods, "methods"),
         shots=parse_list(shots, "shots", int) or list(spec.shots),
         out=str(out),
-        targets=(parse_list(targets, "targets") or list(spec.targets)) if spec.is_transfer else parse_list(targets, "targets"),
+        targets=(parse_list(targets, "targets") or list(spec.targets))
+        if spec.is_transfer
+        else parse_list(targets, "targets"),
         **kw,
     )
 

@@ -124,12 +124,19 @@ def average_cell(cells: list[Cell]) -> Cell:
     """Mean over datasets (or targets) of their means; std over the seeds every one of them has."""
     if not cells or any(c.n == 0 for c in cells):
         have = sum(c.n > 0 for c in cells)
-        return Cell({}, max((c.expected for c in cells), default=0), status="missing", note=f"{have}/{len(cells)} parts")
+        return Cell(
+            {},
+            max((c.expected for c in cells), default=0),
+            status="missing",
+            note=f"{have}/{len(cells)} parts",
+        )
     common = sorted(set.intersection(*(set(c.by_seed) for c in cells)))
     per_seed = {s: statistics.fmean(c.by_seed[s] for c in cells) for s in common}
     cell = Cell(per_seed, max(c.expected for c in cells))
     cell.mean = statistics.fmean(c.mean for c in cells)
-    cell.std = (statistics.stdev(per_seed.values()) if len(per_seed) > 1 else 0.0) if per_seed else float("nan")
+    cell.std = (
+        (statistics.stdev(per_seed.values()) if len(per_seed) > 1 else 0.0) if per_seed else float("nan")
+    )
     cell.status = "partial" if any(c.status == "partial" for c in cells) else "ok"
     return cell
 
@@ -297,14 +304,20 @@ def collect(protocol: str, roots: list[Path]) -> Collected:
                 targets[d] = list(dict.fromkeys([*targets.get(d, []), *ts]))
     keys = planned | set(found)
     if not keys:
-        raise SubptError(f"no runs under {', '.join(map(str, roots))} (expected <dataset>/shots<K>/seed<S>/<method>/)")
+        raise SubptError(
+            f"no runs under {', '.join(map(str, roots))} (expected <dataset>/shots<K>/seed<S>/<method>/)"
+        )
     datasets = sorted({k[0] for k in keys}, key=_dataset_order)
     shots = {d: sorted({k[1] for k in keys if k[0] == d}) for d in datasets}
     seeds = sorted({k[2] for k in keys})
     methods = [m for m in METHODS if any(k[3] == m for k in keys)]
     if spec.is_transfer:
         for (d, *_), path in found.items():
-            extra = sorted(p.stem for p in (path / "transfer").glob("*.json")) if (path / "transfer").is_dir() else []
+            extra = (
+                sorted(p.stem for p in (path / "transfer").glob("*.json"))
+                if (path / "transfer").is_dir()
+                else []
+            )
             targets[d] = list(dict.fromkeys([*targets.get(d, []), *extra]))
     runs: dict[Key, RunResult] = {}
     for d in datasets:
@@ -332,8 +345,17 @@ def _cell(col: Collected, dataset: str, shots: int, method: str, column: str) ->
     return Cell.of(vals, len(col.seeds))
 
 
-def _table(title: str, kind: str, dataset: str | None, shots: int | None, columns: list[str], rows: list) -> dict:
-    return {"title": title, "kind": kind, "dataset": dataset, "shots": shots, "columns": columns, "rows": rows}
+def _table(
+    title: str, kind: str, dataset: str | None, shots: int | None, columns: list[str], rows: list
+) -> dict:
+    return {
+        "title": title,
+        "kind": kind,
+        "dataset": dataset,
+        "shots": shots,
+        "columns": columns,
+        "rows": rows,
+    }
 
 
 def _row(method: str, cells: list[Cell], label: str | None = None) -> dict:
@@ -347,7 +369,10 @@ def build_tables(col: Collected, published: bool = False) -> list[dict]:
     if spec.kind == BASE2NOVEL:
         for k in sorted({k for d in col.datasets for k in col.shots[d]}):
             ds = [d for d in col.datasets if k in col.shots[d]]
-            per = {d: {m: [_cell(col, d, k, m, c) for c in ("Base", "Novel", "HM")] for m in col.methods} for d in ds}
+            per = {
+                d: {m: [_cell(col, d, k, m, c) for c in ("Base", "Novel", "HM")] for m in col.methods}
+                for d in ds
+            }
             rows = []
             for m in col.methods:
                 b = average_cell([per[d][m][0] for d in ds])
@@ -365,11 +390,18 @@ def build_tables(col: Collected, published: bool = False) -> list[dict]:
     elif spec.kind == FEWSHOT:
         all_shots = sorted({k for d in col.datasets for k in col.shots[d]})
         names = [f"{k} shot{'s' if k > 1 else ''}" for k in all_shots]
-        per = {d: {m: [_cell(col, d, k, m, "Accuracy") for k in all_shots] for m in col.methods} for d in col.datasets}
-        rows = [_row(m, [average_cell([per[d][m][i] for d in col.datasets]) for i in range(len(all_shots))])
-                for m in col.methods]
+        per = {
+            d: {m: [_cell(col, d, k, m, "Accuracy") for k in all_shots] for m in col.methods}
+            for d in col.datasets
+        }
+        rows = [
+            _row(m, [average_cell([per[d][m][i] for d in col.datasets]) for i in range(len(all_shots))])
+            for m in col.methods
+        ]
         n = len(col.datasets)
-        tables.append(_table(f"Average over {n} dataset{'s' if n > 1 else ''}", "average", None, None, names, rows))
+        tables.append(
+            _table(f"Average over {n} dataset{'s' if n > 1 else ''}", "average", None, None, names, rows)
+        )
         for d in col.datasets:
             tables.append(_table(d, "dataset", d, None, names, [_row(m, per[d][m]) for m in col.methods]))
     else:
@@ -381,8 +413,13 @@ def build_tables(col: Collected, published: bool = False) -> list[dict]:
                     source = _cell(col, d, k, m, "Source")
                     cells = [_cell(col, d, k, m, t) for t in targets]
                     rows.append(_row(m, [source, *cells, average_cell(cells)]))
-                columns = [f"{d} (source)", *targets, f"{AVERAGE} of {len(targets)} targets"]
-                tables.append(_table(f"{d} -> {len(targets)} targets ({k} shots)", "transfer", d, k, columns, rows))
+                plural = "s" if len(targets) != 1 else ""
+                columns = [f"{d} (source)", *targets, f"{AVERAGE} of {len(targets)} target{plural}"]
+                tables.append(
+                    _table(
+                        f"{d} -> {len(targets)} target{plural} ({k} shots)", "transfer", d, k, columns, rows
+                    )
+                )
     return tables
 
 
@@ -392,8 +429,16 @@ def missing_runs(col: Collected) -> list[dict]:
     for key, r in col.runs.items():
         reasons = sorted(set(r.missing.values()))
         for reason in reasons:
-            out.append({"run": str(r.path), "dataset": key[0], "shots": key[1], "seed": key[2], "method": key[3],
-                        "reason": reason})
+            out.append(
+                {
+                    "run": str(r.path),
+                    "dataset": key[0],
+                    "shots": key[1],
+                    "seed": key[2],
+                    "method": key[3],
+                    "reason": reason,
+                }
+            )
     return out
 
 
@@ -406,27 +451,35 @@ def make_report(roots: list[Path], protocol: str | None = None, published: bool 
         for t in tables:
             for row in t["rows"]:
                 row["cells"] = [c.to_dict() for c in row["cells"]]
-        notes = ["Cells: mean ± std over seeds of the last epoch, in percent; (n/N) marks cells with seeds missing."]
+        notes = [
+            "Cells: mean ± std over seeds of the last epoch, in percent; (n/N) marks cells with seeds missing."
+        ]
         if col.spec.kind == BASE2NOVEL:
             notes.append(HM_RULE)
             if published:
-                notes.append("(published): averages over CoOp's 11 datasets with ViT-B/16 and 16 shots, as reported.")
+                notes.append(
+                    "(published): averages over CoOp's 11 datasets with ViT-B/16 and 16 shots, as reported."
+                )
         elif col.spec.kind == FEWSHOT:
             notes.append("Accuracy on the test images of all classes.")
         else:
-            notes.append("Source: accuracy on the source dataset's test set; targets: the learned context on each "
-                         "target's full test set with its own class names; Average: mean over the targets.")
+            notes.append(
+                "Source: accuracy on the source dataset's test set; targets: the learned context on each "
+                "target's full test set with its own class names; Average: mean over the targets."
+            )
         notes.append("Averages: mean of the per-dataset means; their std is that of the per-seed averages.")
-        report.append({
-            "protocol": name,
-            "title": col.spec.title,
-            "roots": [str(p) for p in proots],
-            "seeds": col.seeds,
-            "methods": col.methods,
-            "notes": notes,
-            "tables": tables,
-            "missing": missing_runs(col),
-        })
+        report.append(
+            {
+                "protocol": name,
+                "title": col.spec.title,
+                "roots": [str(p) for p in proots],
+                "seeds": col.seeds,
+                "methods": col.methods,
+                "notes": notes,
+                "tables": tables,
+                "missing": missing_runs(col),
+            }
+        )
     return {"protocols": report}
 
 
@@ -459,15 +512,42 @@ def write_csv(report: dict, path: Path) -> None:
     """One line per cell: protocol, table, dataset, shots, method, column, mean, std, seeds, status."""
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["protocol", "table", "dataset", "shots", "method", "column", "mean", "std", "n_seeds",
-                    "expected_seeds", "status", "text"])
+        w.writerow(
+            [
+                "protocol",
+                "table",
+                "dataset",
+                "shots",
+                "method",
+                "column",
+                "mean",
+                "std",
+                "n_seeds",
+                "expected_seeds",
+                "status",
+                "text",
+            ]
+        )
         for p in report["protocols"]:
             for t in p["tables"]:
                 for row in t["rows"]:
                     for column, c in zip(t["columns"], row["cells"]):
-                        w.writerow([p["protocol"], t["title"], t["dataset"] or AVERAGE, t["shots"] or "", row["label"],
-                                    column, _csv_num(c["mean"]), _csv_num(c["std"]), c["n"], c["expected"],
-                                    c["status"], c["text"]])
+                        w.writerow(
+                            [
+                                p["protocol"],
+                                t["title"],
+                                t["dataset"] or AVERAGE,
+                                t["shots"] or "",
+                                row["label"],
+                                column,
+                                _csv_num(c["mean"]),
+                                _csv_num(c["std"]),
+                                c["n"],
+                                c["expected"],
+                                c["status"],
+                                c["text"],
+                            ]
+                        )
 
 
 def _csv_num(x: float | None) -> str:
