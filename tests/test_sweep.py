@@ -1,0 +1,321 @@
+"""`subpt sweep` and `subpt table` on the embedded world: tables equal the runs' metrics, finished runs are
+skipped, interrupted ones resume, missing ones are listed, bad input is one line."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import statistics
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+import subpt.train
+from cli.sweep_cmd import sweep, table
+from subpt.sweep import SweepSettings, group_jobs, job_config, plan_jobs, run_sweep, worker_share
+from subpt.train import read_metrics
+
+app = typer.Typer()
+app.command("sweep")(sweep)
+app.command("table")(table)
+runner = CliRunner()
+
+# Tiny and fast, with enough pixel noise that seeds and methods give different numbers.
+OPTIONS = {"test_per_class": 6, "noise": 40.0}
+METHODS = ["zeroshot", "coop", "subpt"]
+DATASET = "world-color-shape-36"
+
+
+def settings(out, **kw) -> SweepSettings:
+    base = dict(
+        protocol="base2novel",
+        datasets=[DATASET],
+        seeds=[1, 2],
+        methods=METHODS,
+        shots=[2],
+        out=str(out),
+        epochs=3,
+        n_ctx=4,
+        embedded_options=OPTIONS,
+        device="cpu",
+    )
+    return SweepSettings(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sweep")
+    lines: list[str] = []
+    result = run_sweep(settings(out), echo=lines.append)
+    return out, lines, result
+
+
+def run_numbers(run) -> dict:
+    if run.name == "zeroshot":
+        return json.loads((run / "zeroshot.json").read_text())
+    return read_metrics(run)[-1]
+
+
+def test_sweep_writes_the_layout(swept):
+    out, lines, result = swept
+    assert result["done"] == 6 and result["skipped"] == 0
+    job_lines = [ln for ln in lines if ln.startswith("[")]
+    assert len(job_lines) == 6 and all(": done" in ln for ln in job_lines)
+    seed_dir = out / "base2novel" / DATASET / "shots2" / "seed1"
+    assert sorted(p.name for p in seed_dir.iterdir()) == ["basis_coop.pt", "coop", "subpt", "zeroshot"]
+    assert json.loads((seed_dir / "zeroshot" / "config.json").read_text())["method"] == "zeroshot"
+    assert len(read_metrics(seed_dir / "subpt")) == 3
+    subpt_cfg = json.loads((seed_dir / "subpt" / "config.json").read_text())
+    assert subpt_cfg["basis"].endswith("seed1/basis_coop.pt")
+    manifest = json.loads((out / "base2novel" / "sweep.json").read_text())
+    assert len(manifest["jobs"]) == 6
+
+
+def test_table_equals_the_runs_metrics(swept, tmp_path):
+    out, _, _ = swept
+    md, csv_path = tmp_path / "table.md", tmp_path / "table.csv"
+    res = runner.invoke(
+        app, ["table", str(out / "base2novel"), "-o", str(md), "--csv", str(csv_path), "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)["protocols"][0]
+    assert report["protocol"] == "base2novel" and report["missing"] == []
+    tables = {t["title"]: t for t in report["tables"]}
+    per_dataset = tables[f"{DATASET} (2 shots)"]
+    average = tables["Average over 1 dataset (2 shots)"]
+    assert per_dataset["columns"] == ["Base", "Novel", "HM"]
+    assert [r["method"] for r in per_dataset["rows"]] == METHODS
+    seeds_differ = False
+    for row, avg_row in zip(per_dataset["rows"], average["rows"]):
+        runs = [out / "base2novel" / DATASET / "shots2" / f"seed{s}" / row["method"] for s in (1, 2)]
+        nums = [run_numbers(r) for r in runs]
+        for cell, key in zip(row["cells"], ("base_acc", "novel_acc", "hm")):
+            vals = [n[key] for n in nums]
+            assert cell["mean"] == pytest.approx(statistics.fmean(vals), abs=1e-9)
+            assert cell["std"] == pytest.approx(statistics.stdev(vals), abs=1e-9)
+            assert cell["n"] == 2 and cell["status"] == "ok"
+            seeds_differ |= vals[0] != vals[1]
+        b, n = (statistics.fmean(x[k] for x in nums) for k in ("base_acc", "novel_acc"))
+        assert avg_row["cells"][0]["mean"] == pytest.approx(b)
+        assert avg_row["cells"][2]["mean"] == pytest.approx(2 * b * n / (b + n))  # HM of the averages
+        assert avg_row["cells"][2]["std"] is None
+    assert seeds_differ, "the test settings should give seeds different numbers"
+    text = md.read_text()
+    assert "| Method | Base | Novel | HM |" in text and "| CoOp |" in text and "2BN/(B+N)" in text
+    rows = list(csv.DictReader(csv_path.open()))
+    assert len(rows) == 2 * 3 * 3  # two tables x three methods x three columns
+    coop_base = next(
+        r for r in rows if r["dataset"] == DATASET and r["method"] == "CoOp" and r["column"] == "Base"
+    )
+    assert float(coop_base["mean"]) == pytest.approx(per_dataset["rows"][1]["cells"][0]["mean"], abs=1e-4)
+    printed = runner.invoke(app, ["table", str(out)])  # the sweep root holding protocol folders
+    assert (
+        printed.exit_code == 0
+        and "SubPT" in printed.stdout
+        and "Every expected run is finished" in printed.stdout
+    )
+
+
+def test_second_sweep_skips_finished_runs(swept, monkeypatch):
+    out, _, _ = swept
+    mtimes = {
+        p: p.stat().st_mtime_ns
+        for p in (out / "base2novel").rglob("*")
+        if p.is_file() and p.name != "sweep.json"
+    }
+    calls = []
+    monkeypatch.setattr(subpt.train, "train", lambda *a, **k: calls.append(a))
+    lines: list[str] = []
+    result = run_sweep(settings(out), echo=lines.append)
+    assert calls == [] and result["skipped"] == 6 and result["done"] == 0
+    assert sum("skipped (finished)" in ln for ln in lines) == 6
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+
+
+def test_interrupted_run_resumes_and_broken_one_restarts(swept, tmp_path, monkeypatch):
+    out, _, _ = swept
+    s = settings(tmp_path, seeds=[1], methods=["coop"])
+    (job,) = plan_jobs(s)
+    real_train = subpt.train.train
+    real_train(job_config(s, job), job.run_dir, progress=False, stop_after=1)  # killed after epoch 1
+    calls = []
+
+    def spy(cfg, run_dir, **kw):
+        calls.append(kw)
+        return real_train(cfg, run_dir, **kw)
+
+    monkeypatch.setattr(subpt.train, "train", spy)
+    lines: list[str] = []
+    assert run_sweep(s, echo=lines.append)["resumed"] == 1
+    assert calls == [{"resume": True, "progress": False}]
+    assert "resumed, from epoch 1/3" in lines[0]
+    resumed = read_metrics(tmp_path / "base2novel" / DATASET / "shots2" / "seed1" / "coop")
+    reference = read_metrics(out / "base2novel" / DATASET / "shots2" / "seed1" / "coop")
+    assert [m["base_acc"] for m in resumed] == [m["base_acc"] for m in reference]  # as if never interrupted
+    # No checkpoint to resume from: restarted from scratch.
+    run = tmp_path / "base2novel" / DATASET / "shots2" / "seed1" / "coop"
+    (run / "ckpt" / "last.pt").unlink()
+    (run / "metrics.jsonl").write_text((run / "metrics.jsonl").read_text().splitlines()[0] + "\n")
+    calls.clear()
+    assert run_sweep(s, echo=lambda _: None)["done"] == 1
+    assert calls == [{"overwrite": True, "progress": False}]
+    assert len(read_metrics(run)) == 3
+
+
+def test_changed_basis_setting_rebuilds_the_basis_and_retrains_subpt(swept, tmp_path):
+    out, _, _ = swept
+    shutil.copytree(out / "base2novel", tmp_path / "base2novel")
+    lines: list[str] = []
+    result = run_sweep(settings(tmp_path, t_early=2), echo=lines.append)
+    assert result["done"] == 2 and result["skipped"] == 4
+    redone = [ln for ln in lines if ": done" in ln]
+    assert all("/subpt: done, basis setting changed" in ln and "basis epochs 1-2, r 1" in ln for ln in redone)
+    from gradflow.subspace import Basis
+
+    meta = Basis.load(tmp_path / "base2novel" / DATASET / "shots2" / "seed1" / "basis_coop.pt").metadata
+    assert (meta["window"], meta["rank"]) == ("epochs:1-2", 1)
+
+
+def test_missing_and_unfinished_runs_are_listed(swept, tmp_path):
+    out, _, _ = swept
+    root = tmp_path / "copy"
+    shutil.copytree(out / "base2novel", root)
+    shutil.rmtree(root / DATASET / "shots2" / "seed2" / "subpt")
+    metrics = root / DATASET / "shots2" / "seed1" / "coop" / "metrics.jsonl"
+    metrics.write_text("".join(ln + "\n" for ln in metrics.read_text().splitlines()[:2]))
+    res = runner.invoke(app, ["table", str(root), "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)["protocols"][0]
+    reasons = {(m["seed"], m["method"]): m["reason"] for m in report["missing"]}
+    assert reasons == {(2, "subpt"): "not run", (1, "coop"): "unfinished: 2/3 epochs"}
+    rows = {r["method"]: r["cells"] for r in report["tables"][1]["rows"]}
+    assert rows["subpt"][0]["status"] == "partial" and rows["subpt"][0]["text"].endswith("(1/2)")
+    assert rows["coop"][0]["n"] == 1
+    # A sweep folder where a whole dataset's runs are gone still shows them as missing (from sweep.json).
+    shutil.rmtree(root / DATASET)
+    report = json.loads(runner.invoke(app, ["table", str(root), "--json"]).stdout)["protocols"][0]
+    assert len(report["missing"]) == 6
+    assert all(c["text"] == "missing (0/2)" for r in report["tables"][1]["rows"] for c in r["cells"])
+    assert all(c["status"] == "missing" for r in report["tables"][0]["rows"] for c in r["cells"])
+
+
+def test_dry_run_lists_jobs_and_runs_nothing(tmp_path):
+    args = [
+        "sweep",
+        "--datasets",
+        DATASET,
+        "--seeds",
+        "1,2",
+        "--methods",
+        "subpt",
+        "--shots",
+        "2",
+        "--epochs",
+        "3",
+        "--n-ctx",
+        "4",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "o"),
+        "--dry-run",
+    ]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.splitlines()
+    assert "added coop" in lines[0]
+    jobs = [ln for ln in lines if ln.startswith("[")]
+    assert len(jobs) == 4 and "seed1/coop: run" in jobs[0] and "basis of coop: epochs 1-3, r 2" in jobs[1]
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--protocol", "nope"], "unknown protocol"),
+        (["--methods", "coop,magic"], "unknown method 'magic'"),
+        (["--seeds", "1,x"], "--seeds"),
+        (["--datasets", "caltech101"], "--root"),
+        (["--epochs", "1", "--methods", "subpt"], "at least 2 epochs"),
+        (["--targets", "dtd"], "--targets only applies"),
+        (["--cue", "mark", "--datasets", "caltech101", "--root", "/tmp"], "embedded world only"),
+    ],
+)
+def test_bad_sweep_input_is_one_line(tmp_path, args, needle):
+    base = ["sweep", "--datasets", DATASET, "--shots", "2", "--device", "cpu", "--out", str(tmp_path / "o")]
+    res = runner.invoke(app, [*base, *args])
+    assert res.exit_code == 2, res.output
+    err = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(err) == 1 and err[0].startswith("error: ") and needle in err[0], res.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_other_settings_in_the_same_folder_are_refused(swept):
+    out, _, _ = swept
+    args = [
+        "sweep",
+        "--datasets",
+        DATASET,
+        "--seeds",
+        "1",
+        "--methods",
+        "coop",
+        "--shots",
+        "2",
+        "--epochs",
+        "5",
+        "--n-ctx",
+        "4",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    ]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2 and "other settings" in res.stderr and "epochs 3 -> 5" in res.stderr
+    res = runner.invoke(app, ["table", str(out / "nothing-here")])
+    assert res.exit_code == 2 and "no such folder" in res.stderr
+
+
+def test_groups_stay_together_on_one_worker(tmp_path):
+    s = settings(
+        tmp_path, datasets=[DATASET, "world-color-shape"], seeds=[1, 2, 3], methods=["coop", "subpt", "nfl"]
+    )
+    jobs = plan_jobs(s)
+    shares = [worker_share(jobs, w, 3) for w in range(3)]
+    assert sorted(j.index for share in shares for j in share) == list(range(len(jobs)))
+    for share in shares:
+        groups = {j.group for j in share}
+        for g in groups:  # all of a group's jobs, in dependency order
+            assert [j.method for j in share if j.group == g] == ["coop", "subpt", "nfl"]
+    assert [len(g) for g in group_jobs(jobs)] == [3] * 6
+
+
+def test_two_workers_share_the_sweep(swept, monkeypatch):
+    """The multi-GPU path: one `python -m subpt.sweep PLAN i N` process per worker (run in-process here, to keep
+    the test fast), each with its own CUDA_VISIBLE_DEVICES on a GPU sweep, counts gathered from every worker."""
+    import subpt.sweep as sweep_mod
+
+    out, _, _ = swept
+    launched = []
+
+    class InProcess:
+        def __init__(self, cmd, env):
+            assert cmd[1:3] == ["-m", "subpt.sweep"] and env["SUBPT_SWEEP_WORKER"] == cmd[4]
+            launched.append(cmd[3:])
+            self.returncode = sweep_mod.worker_main(cmd[3:])
+
+        def wait(self):
+            return self.returncode
+
+        def poll(self):
+            return self.returncode
+
+    monkeypatch.setattr(sweep_mod.subprocess, "Popen", InProcess)
+    lines: list[str] = []
+    result = run_sweep(settings(out), gpus=2, echo=lines.append)
+    assert [c[1:] for c in launched] == [["0", "2"], ["1", "2"]]
+    assert result["workers"] == 2 and result["skipped"] == 6
+    assert not list((out / "base2novel").glob(".sweep-*"))
