@@ -10,6 +10,7 @@ import typer
 from cli.common import print_json, register_user_error, run_guarded
 from cli.data_cmd import data_app
 from cli.report_cmd import subpt_report
+from cli.sweep_cmd import sweep, table
 from subpt.errors import SubptError
 
 register_user_error(SubptError)
@@ -18,6 +19,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 app.add_typer(data_app, name="data", help="Check data roots of the real datasets.")
 app.command("report")(subpt_report)
+app.command("sweep")(sweep)
+app.command("table")(table)
 
 DATASET = typer.Option("world-color-shape", "--dataset", "-d", help="Dataset name (see `subpt datasets`).")
 ROOT = typer.Option(None, "--root", help="Data root of real datasets (docs/datasets.md).")

@@ -97,8 +97,8 @@ class TrainConfig:
         return asdict(self)
 
     def hash(self) -> str:
-        """Hash of everything that changes the numbers (not device bookkeeping)."""
-        d = self.to_dict()
+        """Hash of everything that changes the numbers: not where the data lives nor the device it runs on."""
+        d = {k: v for k, v in self.to_dict().items() if k not in ("root", "device")}
         blob = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 

@@ -282,6 +282,9 @@ def train(
     # Everything that can fail on bad input happens before the run folder is touched.
     backbone = load_backbone(cfg.model, cfg.pretrained, device)
     splits = prepare_data(cfg, backbone, progress=progress and dctx.is_main)
+    if splits.train[0].shape[0] == 0:
+        raise SubptError(f"dataset {cfg.dataset!r} has no training images (a test-only set?): train on another "
+                         "dataset and evaluate on this one with the cross-dataset protocol")
     learner = PromptLearner(backbone, splits.base.classnames, cfg.prompt_config(), seed=cfg.seed)
     ctx = learner.ctx
     projector = None
