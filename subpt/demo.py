@@ -24,13 +24,14 @@ from subpt.train import read_metrics, train
 # Pixel noise of the demo's task images: pretraining used 12, so 26 is a domain shift that leaves zero-shot
 # room to improve (see docs/embedded.md for what the world shows with and without it).
 DEMO_NOISE = 26.0
+DEMO_SHOTS = 16
 METHODS = ("CoOp", "CoOp+NFL", "SubPT", "SubPT+NFL", "SubPT (late basis)")
 
 
 def demo_config(seed: int, epochs: int, noise: float | None = None) -> TrainConfig:
     """The demo's task: world-color-shape, 16 shots, background cue; CoOp with 4 context vectors
     initialised from "a photo of a" and CoOp's optimiser defaults."""
-    return TrainConfig(dataset="world-color-shape", shots=16, seed=seed, epochs=epochs, n_ctx=4, record_grads=True,
+    return TrainConfig(dataset="world-color-shape", shots=DEMO_SHOTS, seed=seed, epochs=epochs, n_ctx=4, record_grads=True,
                        ctx_init="a photo of a", dataset_options=_task_options(noise))
 
 
@@ -50,7 +51,7 @@ def run_demo(
     console = console or Console()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _, rank = reference_setting(16, base_to_novel=True)
+    _, rank = reference_setting(DEMO_SHOTS, base_to_novel=True)
     t_early = max(2, round(0.3 * epochs))  # the first 30 % of epochs, as the reference's 30 of 100
     late = f"epochs:{max(1, epochs - t_early + 1)}-{epochs}"
     t0 = time.time()
