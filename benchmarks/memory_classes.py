@@ -26,6 +26,7 @@ def one_step(model: str, n_classes: int, chunk: int | None) -> dict:
     from subpt.prompts import PromptConfig, PromptLearner
     from subpt.train import backward_step
 
+    torch.manual_seed(0)  # the same random weights in every subprocess, so the gradients can be compared
     bb = load_backbone(model, "random")
     learner = PromptLearner(bb, [f"class number {i}" for i in range(n_classes)], PromptConfig(n_ctx=16))
     gen = torch.Generator().manual_seed(0)
