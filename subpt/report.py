@@ -165,19 +165,7 @@ def _analyse_run(run: RunData, opts: ReportOptions, backbones: Backbones, stack:
     else:
         store, open_notes = open_store(p, stack)
     log(f"{run.name}: trajectory analysis")
-    rep.trajectory = analyse_trajectory(
-        store,
-        str(p),
-        source=opts.source,
-        rank=opts.rank,
-        early=opts.early,
-        late=opts.late,
-        early_window=opts.early_window,
-        late_window=opts.late_window,
-        window=opts.window,
-        open_notes=open_notes,
-        log=log,
-    )
+    rep.trajectory = _trajectory(store, p, opts, open_notes, log)
     acc = accuracy_summary(run)
     if opts.model and run.config is not None:
         _model_sections(rep, store, acc, opts, backbones, log)
@@ -695,6 +683,23 @@ def _write(text: str, out: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------- entry points
+def _trajectory(store: Any, path: Path, opts: ReportOptions, notes: list[str], log: Any) -> Any:
+    """The gradient-flow analysis of one store with the report's window and rank options."""
+    return analyse_trajectory(
+        store,
+        str(path),
+        source=opts.source,
+        rank=opts.rank,
+        early=opts.early,
+        late=opts.late,
+        early_window=opts.early_window,
+        late_window=opts.late_window,
+        window=opts.window,
+        open_notes=notes,
+        log=log,
+    )
+
+
 def write_report(run_dirs: Sequence[str | Path], out: str | Path, **options: Any) -> Path:
     """Write the HTML report of one or more run folders to `out`; returns the path written.
 
@@ -730,19 +735,7 @@ def write_trajectory_report(path: str | Path, out: str | Path, **options: Any) -
     with ExitStack() as stack:
         store, notes = open_store(p, stack)
         rep = RunReport(run=run)
-        rep.trajectory = analyse_trajectory(
-            store,
-            str(p),
-            source=opts.source,
-            rank=opts.rank,
-            early=opts.early,
-            late=opts.late,
-            early_window=opts.early_window,
-            late_window=opts.late_window,
-            window=opts.window,
-            open_notes=notes,
-            log=log,
-        )
+        rep.trajectory = _trajectory(store, p, opts, notes, log)
         title = opts.title or f"Gradient-flow report: {p.name}"
         text = _render([rep], title, opts, log, trajectory_only=True)
     out = _write(text, Path(out))
