@@ -241,21 +241,7 @@ def job_config(s: SweepSettings, job: Job) -> Any:
 
     spec = s.spec
     device = "cuda" if s.device.startswith("cuda") and os.environ.get("SUBPT_SWEEP_WORKER") else s.device
-    if (
-        job.method == ZEROSHOT
-    ):  # training settings left at their defaults: they do not change zero-shot numbers
-        return TrainConfig(
-            dataset=job.dataset,
-            root=s.root,
-            dataset_options=s.options_for(job.dataset),
-            model=s.model,
-            pretrained=s.pretrained,
-            shots=job.shots,
-            seed=job.seed,
-            subsample=spec.subsample,
-            device=device,
-        )
-    return TrainConfig(
+    common = dict(
         dataset=job.dataset,
         root=s.root,
         dataset_options=s.options_for(job.dataset),
@@ -264,12 +250,17 @@ def job_config(s: SweepSettings, job: Job) -> Any:
         shots=job.shots,
         seed=job.seed,
         subsample=spec.subsample,
+        device=device,
+    )
+    if job.method == ZEROSHOT:  # training settings left at their defaults: they do not change zero-shot numbers
+        return TrainConfig(**common)
+    return TrainConfig(
+        **common,
         n_ctx=s.n_ctx,
         epochs=s.epochs_for(job.dataset, job.shots),
         nfl=job.method in NFL_METHODS,
         nfl_names=spec.nfl_names,
         basis=str(basis_path(job)) if job.method in STAGE1 else None,
-        device=device,
     )
 
 
