@@ -16,6 +16,7 @@ from pathlib import Path
 from rich.console import Console
 
 from subpt.config import TrainConfig
+from subpt.errors import SubptError
 from subpt.figures import plot_accuracy_curves
 from subpt.pipeline import reference_setting, run_basis
 from subpt.summary import aggregate, fmt, mean_std, method_table
@@ -51,8 +52,11 @@ def run_demo(
     console = console or Console()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _, rank = reference_setting(DEMO_SHOTS, base_to_novel=True)
+    if epochs < 3:
+        raise SubptError(f"the demo needs at least 3 epochs to have early and late windows, got {epochs}")
     t_early = max(2, round(0.3 * epochs))  # the first 30 % of epochs, as the reference's 30 of 100
+    # t_early centred snapshots span at most t_early - 1 directions
+    rank = min(reference_setting(DEMO_SHOTS, base_to_novel=True)[1], t_early - 1)
     late = f"epochs:{max(1, epochs - t_early + 1)}-{epochs}"
     t0 = time.time()
     runs: dict[str, list[Path]] = {m: [] for m in METHODS}
