@@ -246,8 +246,8 @@ def datasets() -> None:
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Folder for the demo's runs."),
     seeds: int = typer.Option(3, help="Number of seeds."),
-    epochs: int = typer.Option(40),
-    noise: float = typer.Option(None, "--noise", help="Pixel noise of the task images (default 26; pretraining: 12)."),
+    epochs: int = typer.Option(20, help="Epochs of every run (the early window is the first 30 %)."),
+    noise: float = typer.Option(None, "--noise", help="Pixel noise of the task images (default 20; pretraining: 12)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html for the seed-1 runs."),
 ) -> None:
     """The main job on the embedded default: zero-shot, CoOp, NFL, SubPT on the world task with a spurious cue."""

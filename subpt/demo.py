@@ -1,6 +1,6 @@
 """The main job on the embedded default: the paper's finding, end to end, offline, in a few minutes.
 
-On the embedded world with a background cue tied to the label in the few-shot train set, over seeds:
+On the embedded world with a corner-mark cue tied to the label in the few-shot train set, over seeds:
 zero-shot, CoOp, CoOp+NFL, SubPT (early basis), SubPT+NFL and SubPT with a late-window basis.
 Prints Base / Novel / HM of the final epoch (mean +- std over seeds), CoOp's peak-then-drop of base
 accuracy, and writes the per-epoch curves (curves.json) and a figure of them (curves.png).
@@ -22,28 +22,34 @@ from subpt.pipeline import reference_setting, run_basis
 from subpt.summary import aggregate, fmt, mean_std, method_table
 from subpt.train import read_metrics, train
 
-# Pixel noise of the demo's task images: pretraining used 12, so 26 is a domain shift that leaves zero-shot
-# room to improve (see docs/embedded.md for what the world shows with and without it).
-DEMO_NOISE = 26.0
+# Pixel noise of the demo's task images: pretraining used 12, so 20 is a domain shift that leaves zero-shot
+# room to improve (see docs/embedded.md for what the world shows at other noise levels and cues).
+DEMO_NOISE = 20.0
 DEMO_SHOTS = 16
+DEMO_CUE = "mark"
+# 10x CoOp's lr: 20 epochs then cover the early (generalisable) and late (cue-fitting) stages that CoOp's lr
+# needs far more epochs for on this world; at lr 0.002 and 40 epochs CoOp's novel accuracy (seed 1) ends above
+# zero-shot (docs/embedded.md).
+DEMO_LR = 0.02
+DEMO_EPOCHS = 20
 METHODS = ("CoOp", "CoOp+NFL", "SubPT", "SubPT+NFL", "SubPT (late basis)")
 
 
 def demo_config(seed: int, epochs: int, noise: float | None = None) -> TrainConfig:
-    """The demo's task: world-color-shape, 16 shots, background cue; CoOp with 4 context vectors
-    initialised from "a photo of a" and CoOp's optimiser defaults."""
+    """The demo's task: world-color-shape, 16 shots, corner-mark cue, noise 20; CoOp with 4 context vectors
+    initialised from "a photo of a", CoOp's optimiser defaults except lr 0.02."""
     return TrainConfig(dataset="world-color-shape", shots=DEMO_SHOTS, seed=seed, epochs=epochs, n_ctx=4, record_grads=True,
-                       ctx_init="a photo of a", dataset_options=_task_options(noise))
+                       ctx_init="a photo of a", lr=DEMO_LR, dataset_options=_task_options(noise))
 
 
 def _task_options(noise: float | None) -> dict:
-    return {"cue": "background", "cue_strength": 1.0, "noise": DEMO_NOISE if noise is None else noise}
+    return {"cue": DEMO_CUE, "cue_strength": 1.0, "noise": DEMO_NOISE if noise is None else noise}
 
 
 def run_demo(
     out: Path,
     seeds: int = 3,
-    epochs: int = 40,
+    epochs: int = DEMO_EPOCHS,
     noise: float | None = None,
     report: bool = True,
     console: Console | None = None,
@@ -118,7 +124,7 @@ def summarise(runs: dict[str, list[Path]], **extra: object) -> dict:
 
 def print_summary(summary: dict, console: Console) -> None:
     """The demo's table and CoOp's peak-then-drop line."""
-    title = f"embedded world, background cue: final epoch, mean ± std over {summary['seeds']} seeds"
+    title = f"embedded world, {DEMO_CUE} cue: final epoch, mean ± std over {summary['seeds']} seeds"
     console.print(method_table(summary["table"], title))
     p = summary["coop_peak"]
     pb = mean_std([x["peak_base"] for x in p])
