@@ -249,11 +249,12 @@ def demo(
     epochs: int = typer.Option(20, help="Epochs of every run (the early window is the first 30 %)."),
     noise: float = typer.Option(None, "--noise", help="Pixel noise of the task images (default 20; pretraining: 12)."),
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html for the seed-1 runs."),
+    resume: bool = typer.Option(False, "--resume", help="Keep finished runs in --out and continue an interrupted one."),
 ) -> None:
     """The main job on the embedded default: zero-shot, CoOp, NFL, SubPT on the world task with a spurious cue."""
     from subpt.demo import run_demo
 
-    run_demo(out, seeds=seeds, epochs=epochs, noise=noise, report=report)
+    run_demo(out, seeds=seeds, epochs=epochs, noise=noise, report=report, resume=resume)
 
 
 def main() -> None:

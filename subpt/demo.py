@@ -18,9 +18,9 @@ from rich.console import Console
 from subpt.config import TrainConfig
 from subpt.errors import SubptError
 from subpt.figures import plot_accuracy_curves
-from subpt.pipeline import reference_setting, run_basis
+from subpt.pipeline import reference_setting, run_basis, train_stage
 from subpt.summary import aggregate, fmt, mean_std, method_table
-from subpt.train import read_metrics, train
+from subpt.train import read_metrics
 
 # Pixel noise of the demo's task images: pretraining used 12, so 20 is a domain shift that leaves zero-shot
 # room to improve (see docs/embedded.md for what the world shows at other noise levels and cues).
@@ -53,8 +53,12 @@ def run_demo(
     noise: float | None = None,
     report: bool = True,
     console: Console | None = None,
+    resume: bool = False,
 ) -> dict:
-    """Run every method over `seeds` seeds into `out`; print and return the summary."""
+    """Run every method over `seeds` seeds into `out`; print and return the summary.
+
+    With `resume`, finished runs in `out` are kept and an interrupted one continues from its checkpoint.
+    """
     console = console or Console()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -70,14 +74,14 @@ def run_demo(
         base = demo_config(seed, epochs, noise)
         d = out / f"seed{seed}"
         console.print(f"[bold]seed {seed}[/bold]: CoOp and CoOp+NFL (recording), bases, SubPT variants")
-        _fresh(train, base, d / "coop")
-        _fresh(train, replace(base, nfl=True), d / "coop_nfl")
+        _stage(base, d / "coop", resume)
+        _stage(replace(base, nfl=True), d / "coop_nfl", resume)
         run_basis(d / "coop", f"epochs:1-{t_early}", rank, d / "early.pt")
         run_basis(d / "coop", late, rank, d / "late.pt")
         run_basis(d / "coop_nfl", f"epochs:1-{t_early}", rank, d / "early_nfl.pt")
-        _fresh(train, replace(base, basis=str(d / "early.pt")), d / "subpt")
-        _fresh(train, replace(base, basis=str(d / "early_nfl.pt"), nfl=True), d / "subpt_nfl")
-        _fresh(train, replace(base, basis=str(d / "late.pt")), d / "subpt_late")
+        _stage(replace(base, basis=str(d / "early.pt")), d / "subpt", resume)
+        _stage(replace(base, basis=str(d / "early_nfl.pt"), nfl=True), d / "subpt_nfl", resume)
+        _stage(replace(base, basis=str(d / "late.pt")), d / "subpt_late", resume)
         for method, name in zip(METHODS, ("coop", "coop_nfl", "subpt", "subpt_nfl", "subpt_late")):
             runs[method].append(d / name)
     summary = summarise(runs, t_early=t_early, rank=rank, late_window=late)
@@ -96,8 +100,8 @@ def run_demo(
     return summary
 
 
-def _fresh(fn, cfg: TrainConfig, run_dir: Path) -> None:
-    fn(cfg, run_dir, overwrite=True, progress=True)
+def _stage(cfg: TrainConfig, run_dir: Path, resume: bool) -> None:
+    train_stage(cfg, run_dir, progress=True, resume=resume, overwrite=True)
 
 
 def summarise(runs: dict[str, list[Path]], **extra: object) -> dict:

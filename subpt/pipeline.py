@@ -13,7 +13,7 @@ from gradflow.subspace import Basis
 from gradflow.windowbasis import window_basis
 from subpt.config import TrainConfig
 from subpt.errors import SubptError
-from subpt.train import train
+from subpt.train import read_metrics, train
 
 # (t_early, r) of the reference code, by shots; base-to-novel uses its own pair.
 REFERENCE_BY_SHOTS = {1: (10, 5), 2: (20, 10), 4: (30, 10), 8: (40, 10), 16: (50, 10)}
@@ -64,15 +64,29 @@ def run_pipeline(
     stage2 = out_dir / ("subpt_nfl" if cfg.nfl else "subpt")
     basis_path = out_dir / "early.pt"
     first = replace(cfg, record_grads=cfg.record_grads or source == "grads")
-    _train_stage(first, stage1, progress, resume)
+    train_stage(first, stage1, progress, resume)
     run_basis(stage1, f"epochs:1-{t_early}", rank, basis_path, source=source)
-    _train_stage(replace(cfg, basis=str(basis_path)), stage2, progress, resume)
+    train_stage(replace(cfg, basis=str(basis_path)), stage2, progress, resume)
     return {"stage1": stage1, "basis": basis_path, "stage2": stage2}
 
 
-def _train_stage(cfg: TrainConfig, run_dir: Path, progress: bool, resume: bool) -> None:
-    last = run_dir / "ckpt" / "last.pt"
-    if resume and last.is_file():
+def train_stage(cfg: TrainConfig, run_dir: Path, progress: bool = True, resume: bool = False,
+                overwrite: bool = False) -> None:
+    """Train one run; with `resume`, a finished run is kept and an interrupted one continues from its checkpoint."""
+    run_dir = Path(run_dir)
+    if resume and (run_dir / "ckpt" / "last.pt").is_file():
+        if _finished(cfg, run_dir):
+            return
         train(cfg, run_dir, resume=True, progress=progress)
     else:
-        train(cfg, run_dir, overwrite=resume, progress=progress)
+        train(cfg, run_dir, overwrite=resume or overwrite, progress=progress)
+
+
+def _finished(cfg: TrainConfig, run_dir: Path) -> bool:
+    """Whether `run_dir` holds this very run (same settings) with every epoch done."""
+    try:
+        saved = TrainConfig.load(run_dir / "config.json")
+    except (OSError, SubptError, ValueError):
+        return False
+    metrics = read_metrics(run_dir)
+    return saved.hash() == cfg.hash() and bool(metrics) and metrics[-1]["epoch"] == cfg.epochs

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
+from dataclasses import replace
 
 from rich.console import Console
 
-from subpt.demo import METHODS, run_demo
+from subpt.demo import METHODS, demo_config, run_demo
+from subpt.train import read_metrics, train
 
 
 def test_demo_runs_every_method_and_writes_its_outputs(tmp_path):
@@ -35,3 +38,26 @@ def test_demo_shows_the_papers_finding_on_the_embedded_world(tmp_path):
     assert t["SubPT"]["base_acc"] >= t["CoOp"]["base_acc"] - 1.0
     peak = summary["coop_peak"]
     assert all(p["peak_base"] > p["final_base"] for p in peak)  # CoOp's base accuracy peaks, then drops
+
+
+def test_demo_resume_keeps_finished_runs_and_finishes_the_others(tmp_path):
+    out = tmp_path / "demo"
+    quiet = Console(file=io.StringIO())
+    first = run_demo(out, seeds=1, epochs=3, report=False, console=quiet)
+    names = ("coop", "coop_nfl", "subpt", "subpt_nfl", "subpt_late")
+    stamps = {n: (out / "seed1" / n / "metrics.jsonl").stat().st_mtime_ns for n in names}
+
+    def without_time(name: str) -> list[dict]:
+        return [{k: v for k, v in m.items() if k != "seconds"} for m in read_metrics(out / "seed1" / name)]
+
+    expected = {n: without_time(n) for n in ("subpt", "subpt_nfl")}
+    shutil.rmtree(out / "seed1" / "subpt_nfl")  # never started
+    d = out / "seed1"
+    train(replace(demo_config(1, 3), basis=str(d / "early.pt")), d / "subpt", overwrite=True, progress=False,
+          stop_after=1)  # interrupted after its first epoch
+    again = run_demo(out, seeds=1, epochs=3, report=False, console=quiet, resume=True)
+    for n in names:
+        changed = (d / n / "metrics.jsonl").stat().st_mtime_ns != stamps[n]
+        assert changed == (n in expected), n
+    assert {n: without_time(n) for n in expected} == expected
+    assert again["table"] == first["table"]
