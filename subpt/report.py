@@ -500,10 +500,9 @@ def _cue_html(rep: RunReport, multi: bool) -> str:
         H.figure_html(
             figs.cue_figure(ca),
             f"cue reliance of {name}",
-            "Accuracy on the ordinary test images (cue not tied to the class), on images whose background is one neutral colour (background "
-            "cue only), and on "
-            "images drawn with the cue of another class (cue flipped). A model that reads the class from the cue loses "
-            "accuracy when the cue is flipped.",
+            "Accuracy on the ordinary test images (cue not tied to the class), on images whose background is one "
+            "neutral colour (background cue only), and on images drawn with the cue of another class (cue flipped). "
+            "A model that reads the class from the cue loses accuracy when the cue is flipped.",
             "cue",
         )
     )

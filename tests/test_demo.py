@@ -29,7 +29,7 @@ def test_demo_runs_every_method_and_writes_its_outputs(tmp_path):
 
 
 def test_demo_shows_the_papers_finding_on_the_embedded_world(tmp_path):
-    """The issue's acceptance on the real demo settings (3 seeds, 20 epochs, about 4 minutes on 2 cores)."""
+    """The issue's acceptance on the real demo settings (3 seeds, 20 epochs, about 3 minutes on 2 cores)."""
     summary = run_demo(tmp_path / "demo", seeds=3, report=False, console=Console(file=io.StringIO()))
     t = {m: {k: v[0] for k, v in cells.items()} for m, cells in summary["table"].items()}
     assert summary["t_early"] == 6 and summary["rank"] == 5
