@@ -1,6 +1,10 @@
 """From a recorded trajectory to a basis: spectrum of one window of a stream, top-r vectors, metadata.
 
 The one place where a window of a store becomes a Spectrum and a Basis; the CLI and subpt use it.
+It also holds the one rank rule: a requested rank must leave out at least one of the directions the
+window can hold (its rows, minus one when centred, at most the dimension). A basis that keeps every
+direction of its window projects nothing away that the window could tell apart, which is not a subspace
+choice but the whole span of the rows.
 """
 
 from __future__ import annotations
@@ -15,6 +19,36 @@ from gradflow.trajectory import STREAMS, TrajectoryStore
 from gradflow.windows import Window, resolve_window
 
 
+def window_directions(n_rows: int, center: bool, dim: int | None = None) -> int:
+    """How many directions `n_rows` rows span at most: n_rows (minus one when centred), capped by `dim`."""
+    held = max(0, int(n_rows) - (1 if center else 0))
+    return held if dim is None else min(held, int(dim))
+
+
+def max_window_rank(n_rows: int, center: bool, dim: int | None = None) -> int:
+    """The largest rank a window of `n_rows` rows allows: one less than the directions it can hold (may be 0)."""
+    return max(0, window_directions(n_rows, center, dim) - 1)
+
+
+def check_window_rank(rank: int, win: Window, source: str, n_rows: int, center: bool, dim: int | None = None) -> None:
+    """Refuse a requested rank that keeps every direction the window can hold, with a one-line GradflowError."""
+    rank = int(rank)
+    held = window_directions(n_rows, center, dim)
+    if rank < 1 or rank < held:
+        return  # rank < 1 is refused by compute_spectrum with its own message
+    largest = held - 1
+    what = f"exceeds the {n_rows} rows" if rank > n_rows else "keeps every direction"
+    capped = f", at most dim {dim}" if dim is not None and int(dim) < int(n_rows) - (1 if center else 0) else ""
+    fix = (f"the largest allowed rank is {largest}: use a smaller rank or a wider window" if largest >= 1
+           else "no rank is allowed: use a wider window")
+    label = win.text if win.text == str(win) else f"{win.text} ({win})"
+    raise GradflowError(
+        f"rank {rank} {what} of window {label} in '{source}': its {n_rows} rows, "
+        f"{'centred' if center else 'not centred'}, hold {held} direction{'s' if held != 1 else ''}{capped}, "
+        f"and a basis must leave at least one out; {fix}"
+    )
+
+
 def window_spectrum(
     store: TrajectoryStore,
     source: str,
@@ -27,12 +61,17 @@ def window_spectrum(
 ) -> tuple[Window, Spectrum, int]:
     """Resolve the window, compute its spectrum (streaming from disk when large) and pick r.
 
-    r is `rank`, or the smallest r reaching cumulative `energy` when that is given.
+    r is `rank`, or the smallest r reaching cumulative `energy` when that is given. A requested `rank`
+    that keeps every direction the window can hold (rows, minus one when centred) is refused
+    (see :func:`check_window_rank`).
     """
     if source not in STREAMS:
         raise GradflowError(f"--source {source!r} is unknown: use one of {', '.join(STREAMS)}")
     win = resolve_window(window, store, source)
     kwargs = win.as_kwargs()
+    if rank is not None and energy is None:
+        n_rows = int(store.scalars(source, **kwargs)["step"].size)
+        check_window_rank(rank, win, source, n_rows, center, store.dim)
     spec = compute_spectrum(
         lambda: store.iter_chunks(source, **kwargs), center=center, k=rank if energy is None else None, method=method
     )
@@ -70,7 +109,10 @@ def window_basis(
     energy: float | None = None,
     method: str = "auto",
 ) -> tuple[Basis, Spectrum]:
-    """The top-r basis of one window of the store (or run folder) at `path`, with full metadata."""
+    """The top-r basis of one window of the store (or run folder) at `path`, with full metadata.
+
+    The rank rule of :func:`window_spectrum` applies: `rank` must be below the directions the window holds.
+    """
     store = TrajectoryStore.open(path)
     win, spec, r = window_spectrum(store, source, window, rank=rank, energy=energy, center=center, method=method)
     return Basis.from_spectrum(spec, r, basis_metadata(store, source, win, spec, r)), spec

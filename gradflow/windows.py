@@ -1,8 +1,12 @@
 """Window strings such as ``epochs:1-30``, ``steps:0-999``, ``epochs:70%-100%`` or ``epochs:5``.
 
-Bounds are inclusive. Percent bounds refer to the distinct epochs (or steps) present in the
-stream, in order: with N of them, ``p%-q%`` selects positions floor(p*N/100) .. ceil(q*N/100)-1,
-so ``epochs:0%-30%`` of epochs 1..100 is 1-30 and ``epochs:70%-100%`` is 71-100.
+Bounds are inclusive. Percent bounds of an ``epochs:`` window refer to the training epochs 1..N,
+where N is the last epoch in the stream, and mean the same epochs in every stream of a run:
+``p%-q%`` selects epochs floor(p*N/100)+1 .. ceil(q*N/100), so ``epochs:0%-30%`` of a 20-epoch run
+is 1-6 for snapshots and gradients alike and ``epochs:70%-100%`` of 100 epochs is 71-100. The
+epoch-0 init snapshot is never part of a percent window (an explicit ``epochs:0-5`` still selects
+it). Percent bounds of a ``steps:`` window refer to the distinct steps present in the stream, in
+order: with N of them, ``p%-q%`` selects positions floor(p*N/100) .. ceil(q*N/100)-1.
 """
 
 from __future__ import annotations
@@ -74,7 +78,10 @@ def parse_window(text: str) -> WindowSpec:
 def resolve_window(window: str | WindowSpec | None, store: TrajectoryStore, stream: str) -> Window:
     """Resolve a window against the rows present in ``stream``; raise if it selects no rows.
 
-    ``None`` selects the whole stream (as steps:first-last).
+    ``None`` selects the whole stream (as steps:first-last). Percent bounds of an ``epochs:`` window
+    count the training epochs 1..N (N = the stream's last epoch; the epoch-0 init snapshot is never
+    included), so a run's snapshots and gradients resolve ``epochs:0%-30%`` to the same epochs.
+    Percent bounds of a ``steps:`` window count the distinct steps present in the stream.
     """
     sc = store.scalars(stream)
     if sc["step"].size == 0:
@@ -86,7 +93,20 @@ def resolve_window(window: str | WindowSpec | None, store: TrajectoryStore, stre
     spec = parse_window(window) if isinstance(window, str) else window
     key = "epoch" if spec.kind == "epochs" else "step"
     values = np.unique(sc[key])
-    if spec.percent:
+    if spec.percent and spec.kind == "epochs":
+        n_epochs = int(values[-1])
+        lo = int(math.floor(spec.lo * n_epochs / 100.0 + 1e-9)) + 1
+        hi = int(math.ceil(spec.hi * n_epochs / 100.0 - 1e-9))
+        if n_epochs < 1:
+            raise GradflowError(
+                f"window {spec.text} selects no rows: '{stream}' has no training epochs (epoch >= 1) for a "
+                "percent window to count; use an absolute window such as epochs:0-0 or a steps: window"
+            )
+        if hi < lo or not ((values >= lo) & (values <= hi)).any():
+            raise GradflowError(
+                f"window {spec.text} selects no rows: the run has training epochs 1-{n_epochs} in '{stream}'"
+            )
+    elif spec.percent:
         n = values.size
         i = int(math.floor(spec.lo * n / 100.0 + 1e-9))
         j = int(math.ceil(spec.hi * n / 100.0 - 1e-9)) - 1

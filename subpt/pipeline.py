@@ -1,7 +1,9 @@
 """The reference recipes as one call: CoOp(+NFL) with recording -> early basis -> SubPT(+NFL).
 
 The basis is the top-r right singular vectors of the centred ctx snapshots after epochs 1..t_early
-(METHOD.md section 3); per-step gradients are the alternative source.
+(METHOD.md section 3); per-step gradients are the alternative source (not centred unless asked).
+A rank that keeps every direction of its window is refused by gradflow's window rule; `basis_rank`
+gives the reference proportion r = t_early / 3 for an early window of any length, below that limit.
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from gradflow.subspace import Basis
-from gradflow.windowbasis import window_basis
+from gradflow.windowbasis import check_window_rank, window_basis
+from gradflow.windows import Window
 from subpt.config import TrainConfig
 from subpt.errors import SubptError
 from subpt.train import read_metrics, train
@@ -30,10 +33,36 @@ def reference_setting(shots: int, base_to_novel: bool) -> tuple[int, int]:
     return REFERENCE_BY_SHOTS[nearest]
 
 
+def basis_rank(t_early: int) -> int:
+    """The reference proportion r = round(t_early * 10 / 30) (base-to-novel: t_early 30, r 10), at least 1.
+
+    It is capped below what the early window can hold: `epochs:1-t` holds t snapshots (the epoch-0
+    init snapshot is not in it), which centred span t - 1 directions, so r <= t - 2 (but never below 1;
+    a window of fewer than 3 snapshots cannot give a basis under gradflow's rank rule).
+    """
+    t_early = int(t_early)
+    if t_early < 1:
+        raise SubptError(f"t_early must be at least 1, got {t_early}")
+    ref_t, ref_r = REFERENCE_BASE_TO_NOVEL
+    return max(1, min(round(t_early * ref_r / ref_t), t_early - 2))
+
+
+def default_rank(shots: int, base_to_novel: bool, t_early: int) -> int:
+    """The r used when none is given: the reference r at the reference t_early, else `basis_rank(t_early)`."""
+    ref_t, ref_r = reference_setting(shots, base_to_novel)
+    return ref_r if int(t_early) == ref_t else basis_rank(t_early)
+
+
 def run_basis(
-    run_dir: Path, window: str, rank: int, out: Path, source: str = "snapshots", center: bool = True
+    run_dir: Path, window: str, rank: int, out: Path, source: str = "snapshots", center: bool | None = None
 ) -> Basis:
-    """Build a basis from a window of a run's trajectory and save it to `out`."""
+    """Build a basis from a window of a run's trajectory and save it to `out`.
+
+    `center=None` centres snapshots (the reference recipe) but not per-step gradients; pass True or
+    False to choose. The basis metadata records `centered`.
+    """
+    if center is None:
+        center = source == "snapshots"
     basis, _ = window_basis(Path(run_dir), window=window, rank=rank, source=source, center=center)
     basis.save(out)
     return basis
@@ -54,11 +83,13 @@ def run_pipeline(
     """
     if cfg.basis:
         raise SubptError("the pipeline builds its own basis: leave --basis out")
-    ref_t, ref_r = reference_setting(cfg.shots, cfg.subsample == "base")
+    ref_t, _ = reference_setting(cfg.shots, cfg.subsample == "base")
     t_early = ref_t if t_early is None else t_early
-    rank = ref_r if rank is None else rank
     if not 1 <= t_early <= cfg.epochs:
         raise SubptError(f"--t-early {t_early} must lie in 1..{cfg.epochs} (the number of epochs)")
+    rank = default_rank(cfg.shots, cfg.subsample == "base", t_early) if rank is None else rank
+    if source == "snapshots":  # the window rule, checked before stage 1 trains: t centred snapshots
+        check_window_rank(rank, Window("epochs", 1, t_early, f"epochs:1-{t_early}"), source, t_early, True)
     out_dir = Path(out_dir)
     stage1 = out_dir / ("coop_nfl" if cfg.nfl else "coop")
     stage2 = out_dir / ("subpt_nfl" if cfg.nfl else "subpt")

@@ -28,12 +28,18 @@ class GradientProjector:
 
     @classmethod
     def from_file(cls, path: str | Path, expect: dict, dim: int, device: torch.device | str = "cpu") -> GradientProjector:
-        """Load a basis file and check it against the model it will be applied to (`expect` metadata)."""
+        """Load a basis file and check it against the model and run it will be applied to (`expect` metadata).
+
+        The basis must have the parameter's `dim` and record every field of `expect` (model, context shape,
+        seed, dataset, dataset options) with the same value; otherwise a one-line SubptError names each
+        differing field with the basis value and the run value, or the fields an older basis lacks.
+        """
         try:
             basis = Basis.load(path)
-            basis.check_compatible(dim, expect)
+            basis.check_compatible(dim)
         except GradflowError as e:
             raise SubptError(str(e)) from e
+        check_basis_metadata(basis.metadata, expect, str(path))
         return cls(basis.U, device, source=str(path))
 
     @property
@@ -58,3 +64,21 @@ class GradientProjector:
         if param.numel() != self.dim:
             raise SubptError(f"{self.source}: basis dim {self.dim} does not match the parameter's {param.numel()} values")
         param.grad.copy_(self.project(param.grad).to(param.grad.dtype))
+
+
+def check_basis_metadata(meta: dict, expect: dict, name: str = "basis") -> None:
+    """Raise a one-line SubptError unless the basis metadata `meta` records every `expect` field with its value."""
+    diff = [(k, meta[k], want) for k, want in expect.items() if k in meta and meta[k] != want]
+    if diff:
+        built = " and ".join(f"{k} {have}" for k, have, _ in diff)
+        here = " and ".join(f"{k} {want}" for k, _, want in diff)
+        keys = " and ".join(k for k, _, _ in diff)
+        raise SubptError(
+            f"basis {name} was built for {built}, this run has {here}: build the basis from a run with the same {keys}"
+        )
+    missing = [k for k in expect if k not in meta]
+    if missing:
+        raise SubptError(
+            f"basis {name} records no {', '.join(missing)} (it predates these checks or was not built from a subpt "
+            "run): rebuild the basis from this seed's CoOp run with `subpt basis` so that it can be checked"
+        )

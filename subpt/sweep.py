@@ -101,13 +101,14 @@ class SweepSettings:
         """(t_early, r) of SubPT's basis: the reference values (or the overrides), fitted to the run length.
 
         The window is the ctx snapshots after epochs 1..t_early, so t_early is at most the number of
-        epochs; centring t rows leaves t - 1 directions, so r is at most t_early - 1.
+        epochs; centring t rows leaves t - 1 directions, and a rank that keeps them all selects nothing
+        (gradflow refuses it), so r is at most t_early - 2.
         """
         from subpt.pipeline import reference_setting
 
         ref_t, ref_r = reference_setting(shots, self.spec.base_to_novel)
         t = min(self.t_early or ref_t, self.epochs_for(dataset, shots))
-        r = min(self.rank or ref_r, t - 1)
+        r = min(self.rank or ref_r, t - 2)
         return t, r
 
 
@@ -187,7 +188,7 @@ def validate(s: SweepSettings) -> None:
     if s.epochs is not None and s.epochs < 1:
         raise SubptError(f"--epochs must be at least 1, got {s.epochs}")
     if s.embedded_options and all(needs_root(d) for d in [*s.datasets, *s.targets]):
-        raise SubptError("--cue, --cue-strength and --test-per-class apply to the embedded world only")
+        raise SubptError("the embedded-world options (--cue, --noise, --n-classes, ...) apply to the embedded world only")
     if s.device.startswith("cuda"):
         import torch
 
@@ -197,9 +198,9 @@ def validate(s: SweepSettings) -> None:
         for d in s.datasets:
             for k in s.shots:
                 t, r = s.basis_setting(d, k)
-                if t < 2 or r < 1:
+                if t < 3 or r < 1:
                     raise SubptError(
-                        f"SubPT on {d} with {k} shots: its basis needs CoOp runs of at least 2 epochs "
+                        f"SubPT on {d} with {k} shots: its basis needs CoOp runs of at least 3 epochs "
                         f"(t_early {t}, rank {r}); raise --epochs or --t-early"
                     )
 

@@ -83,7 +83,10 @@ def prepare_data(cfg: TrainConfig, backbone: Backbone, progress: bool = True) ->
 
 
 def run_metadata(cfg: TrainConfig, learner: PromptLearner) -> dict:
-    """What a basis built from this run must match: model, context shape and where it came from."""
+    """What a basis built from this run must match: model, context shape and where it came from.
+
+    The dataset options are one canonical JSON string (sorted keys, no spaces): basis metadata is primitive.
+    """
     return {
         "model": cfg.model,
         "pretrained": cfg.pretrained,
@@ -92,6 +95,7 @@ def run_metadata(cfg: TrainConfig, learner: PromptLearner) -> dict:
         "csc": cfg.csc,
         "n_cls": len(learner.classnames) if cfg.csc else 0,
         "dataset": cfg.dataset,
+        "dataset_options": json.dumps(cfg.dataset_options or {}, sort_keys=True, separators=(",", ":"), default=str),
         "seed": cfg.seed,
         "shots": cfg.shots,
         "method": cfg.method,
@@ -99,9 +103,13 @@ def run_metadata(cfg: TrainConfig, learner: PromptLearner) -> dict:
 
 
 def basis_expectation(cfg: TrainConfig, learner: PromptLearner) -> dict:
-    """The metadata fields a basis must agree on to be applied to this model."""
+    """The metadata fields a basis must agree on to be applied to this model and run.
+
+    The model and context shape, then where the basis came from (METHOD.md section 3: one basis per seed
+    and task): seed, dataset and dataset options, which the CoOp run's trajectory carries into the basis.
+    """
     meta = run_metadata(cfg, learner)
-    return {k: meta[k] for k in ("model", "n_ctx", "width", "csc", "n_cls")}
+    return {k: meta[k] for k in ("model", "n_ctx", "width", "csc", "n_cls", "seed", "dataset", "dataset_options")}
 
 
 def _atomic_torch_save(obj: object, path: Path) -> None:

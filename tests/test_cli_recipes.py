@@ -25,27 +25,27 @@ def test_record_then_reference_basis(tmp_path):
     assert len(steps) > 0 and (steps % 2 == 0).all()
     assert store.num_rows("snapshots") == 13
     result = runner.invoke(subpt_app, ["basis", str(run), "-o", str(tmp_path / "early.pt"), "--t-early", "11",
-                                       "--rank", "10", "--json"])
+                                       "--rank", "9", "--json"])
     assert result.exit_code == 0, result.output
     info = json.loads(result.stdout)
     basis = Basis.load(tmp_path / "early.pt")
-    assert info["window"] == "epochs:1-11" and basis.rank == 10 and basis.dim == 4 * 128
+    assert info["window"] == "epochs:1-11" and basis.rank == 9 and basis.dim == 4 * 128
     assert basis.metadata["source"] == "snapshots" and basis.metadata["centered"] is True
     assert basis.metadata["n_ctx"] == 4 and basis.metadata["model"] == "subpt-tiny"
-    torch.testing.assert_close(basis.U @ basis.U.t(), torch.eye(10), atol=1e-5, rtol=0)
+    torch.testing.assert_close(basis.U @ basis.U.t(), torch.eye(9), atol=1e-5, rtol=0)
     late = runner.invoke(subpt_app, ["basis", str(run), "-o", str(tmp_path / "late.pt"), "--t-early", "11", "--late",
-                                     "--rank", "10", "--json"])
+                                     "--rank", "9", "--json"])
     assert json.loads(late.stdout)["window"] == "epochs:2-12"
 
 
 def test_pipeline_runs_both_stages(tmp_path):
     out = tmp_path / "ref"
-    result = runner.invoke(subpt_app, ["pipeline", *FAST, "--epochs", "4", "--t-early", "3", "--rank", "2",
+    result = runner.invoke(subpt_app, ["pipeline", *FAST, "--epochs", "4", "--t-early", "3", "--rank", "1",
                                        "--out", str(out)])
     assert result.exit_code == 0, result.output
     basis = Basis.load(out / "early.pt")
     cfg = json.loads((out / "subpt" / "config.json").read_text())
-    assert cfg["basis"] == str(out / "early.pt") and basis.rank == 2
+    assert cfg["basis"] == str(out / "early.pt") and basis.rank == 1
     assert len((out / "subpt" / "metrics.jsonl").read_text().splitlines()) == 4
     bad = runner.invoke(subpt_app, ["pipeline", *FAST, "--epochs", "4", "--t-early", "9", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "--t-early 9" in bad.stderr

@@ -59,6 +59,16 @@ def test_resolve_percent_and_absolute(store: TrajectoryStore) -> None:
     assert rows.shape == (60, 3)
 
 
+def test_percent_epochs_count_training_epochs_in_every_stream(store: TrajectoryStore) -> None:
+    """Snapshots (with the epoch-0 init one) and gradients resolve a percent window to the same epochs."""
+    for window, expected in [("epochs:0%-30%", (1, 30)), ("epochs:70%-100%", (71, 100)), ("epochs:0%-100%", (1, 100))]:
+        for stream in ("snapshots", "grads"):
+            w = resolve_window(window, store, stream)
+            assert (w.lo, w.hi) == expected, (window, stream)
+    assert store.rows("snapshots", **resolve_window("epochs:0%-30%", store, "snapshots").as_kwargs()).shape == (30, 3)
+    assert resolve_window("epochs:0-5", store, "snapshots").lo == 0  # an explicit bound still selects epoch 0
+
+
 def test_empty_window_names_the_available_range(store: TrajectoryStore, tmp_path: Path) -> None:
     with pytest.raises(
         GradflowError, match=r"window epochs:120-130 selects no rows: the run has epochs 0-100 in 'snapshots'"

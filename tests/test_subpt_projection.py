@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -15,12 +17,15 @@ from subpt.train import train
 SMALL = dict(dataset="world-color-shape-36", shots=4, epochs=3, n_ctx=4, dataset_options={"test_per_class": 4})
 WIDTH, N_CTX = 128, 4
 DIM = WIDTH * N_CTX
+# Where a basis came from: the runs below (seed 1 of SMALL) must match it.
+RUN_META = {"seed": 1, "dataset": "world-color-shape-36",
+            "dataset_options": json.dumps(TrainConfig(**SMALL).dataset_options, sort_keys=True, separators=(",", ":"))}
 
 
-def make_basis(path, rank: int, seed: int = 0, **meta_overrides) -> Basis:
-    gen = torch.Generator().manual_seed(seed)
+def make_basis(path, rank: int, rng_seed: int = 0, **meta_overrides) -> Basis:
+    gen = torch.Generator().manual_seed(rng_seed)
     q, _ = torch.linalg.qr(torch.randn(DIM, rank, generator=gen, dtype=torch.float64))
-    meta = {"model": "subpt-tiny", "n_ctx": N_CTX, "width": WIDTH, "csc": False, "n_cls": 0, **meta_overrides}
+    meta = {"model": "subpt-tiny", "n_ctx": N_CTX, "width": WIDTH, "csc": False, "n_cls": 0, **RUN_META, **meta_overrides}
     basis = Basis(U=q.t().float().contiguous(), singular_values=torch.ones(rank), mean=None, metadata=meta)
     basis.save(path)
     return basis
@@ -76,6 +81,8 @@ def test_full_rank_basis_trains_like_coop(tmp_path):
         ({"model": "ViT-B-16"}, "model"),
         ({"csc": True}, "csc"),
         ({"width": 512}, "width"),
+        ({"seed": 2}, "built for seed 2, this run has seed 1"),
+        ({"dataset": "world-color-shape"}, "dataset"),
     ],
 )
 def test_basis_metadata_mismatch_is_clear(tmp_path, overrides, needle):

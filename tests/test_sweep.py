@@ -36,7 +36,7 @@ def settings(out, **kw) -> SweepSettings:
         methods=METHODS,
         shots=[2],
         out=str(out),
-        epochs=3,
+        epochs=4,
         n_ctx=4,
         embedded_options=OPTIONS,
         device="cpu",
@@ -66,7 +66,7 @@ def test_sweep_writes_the_layout(swept):
     seed_dir = out / "base2novel" / DATASET / "shots2" / "seed1"
     assert sorted(p.name for p in seed_dir.iterdir()) == ["basis_coop.pt", "coop", "subpt", "zeroshot"]
     assert json.loads((seed_dir / "zeroshot" / "config.json").read_text())["method"] == "zeroshot"
-    assert len(read_metrics(seed_dir / "subpt")) == 3
+    assert len(read_metrics(seed_dir / "subpt")) == 4
     subpt_cfg = json.loads((seed_dir / "subpt" / "config.json").read_text())
     assert subpt_cfg["basis"].endswith("seed1/basis_coop.pt")
     manifest = json.loads((out / "base2novel" / "sweep.json").read_text())
@@ -150,7 +150,7 @@ def test_interrupted_run_resumes_and_broken_one_restarts(swept, tmp_path, monkey
     lines: list[str] = []
     assert run_sweep(s, echo=lines.append)["resumed"] == 1
     assert calls == [{"resume": True, "progress": False}]
-    assert "resumed, from epoch 1/3" in lines[0]
+    assert "resumed, from epoch 1/4" in lines[0]
     resumed = read_metrics(tmp_path / "base2novel" / DATASET / "shots2" / "seed1" / "coop")
     reference = read_metrics(out / "base2novel" / DATASET / "shots2" / "seed1" / "coop")
     assert [m["base_acc"] for m in resumed] == [m["base_acc"] for m in reference]  # as if never interrupted
@@ -161,21 +161,21 @@ def test_interrupted_run_resumes_and_broken_one_restarts(swept, tmp_path, monkey
     calls.clear()
     assert run_sweep(s, echo=lambda _: None)["done"] == 1
     assert calls == [{"overwrite": True, "progress": False}]
-    assert len(read_metrics(run)) == 3
+    assert len(read_metrics(run)) == 4
 
 
 def test_changed_basis_setting_rebuilds_the_basis_and_retrains_subpt(swept, tmp_path):
     out, _, _ = swept
     shutil.copytree(out / "base2novel", tmp_path / "base2novel")
     lines: list[str] = []
-    result = run_sweep(settings(tmp_path, t_early=2), echo=lines.append)
+    result = run_sweep(settings(tmp_path, t_early=3), echo=lines.append)
     assert result["done"] == 2 and result["skipped"] == 4
     redone = [ln for ln in lines if ": done" in ln]
-    assert all("/subpt: done, basis setting changed" in ln and "basis epochs 1-2, r 1" in ln for ln in redone)
+    assert all("/subpt: done, basis setting changed" in ln and "basis epochs 1-3, r 1" in ln for ln in redone)
     from gradflow.subspace import Basis
 
     meta = Basis.load(tmp_path / "base2novel" / DATASET / "shots2" / "seed1" / "basis_coop.pt").metadata
-    assert (meta["window"], meta["rank"]) == ("epochs:1-2", 1)
+    assert (meta["window"], meta["rank"]) == ("epochs:1-3", 1)
 
 
 def test_missing_and_unfinished_runs_are_listed(swept, tmp_path):
@@ -189,7 +189,7 @@ def test_missing_and_unfinished_runs_are_listed(swept, tmp_path):
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)["protocols"][0]
     reasons = {(m["seed"], m["method"]): m["reason"] for m in report["missing"]}
-    assert reasons == {(2, "subpt"): "not run", (1, "coop"): "unfinished: 2/3 epochs"}
+    assert reasons == {(2, "subpt"): "not run", (1, "coop"): "unfinished: 2/4 epochs"}
     rows = {r["method"]: r["cells"] for r in report["tables"][1]["rows"]}
     assert rows["subpt"][0]["status"] == "partial" and rows["subpt"][0]["text"].endswith("(1/2)")
     assert rows["coop"][0]["n"] == 1
@@ -227,7 +227,7 @@ def test_dry_run_lists_jobs_and_runs_nothing(tmp_path):
     lines = res.stdout.splitlines()
     assert "added coop" in lines[0]
     jobs = [ln for ln in lines if ln.startswith("[")]
-    assert len(jobs) == 4 and "seed1/coop: run" in jobs[0] and "basis of coop: epochs 1-3, r 2" in jobs[1]
+    assert len(jobs) == 4 and "seed1/coop: run" in jobs[0] and "basis of coop: epochs 1-3, r 1" in jobs[1]
     assert not (tmp_path / "o").exists()
 
 
@@ -238,7 +238,7 @@ def test_dry_run_lists_jobs_and_runs_nothing(tmp_path):
         (["--methods", "coop,magic"], "unknown method 'magic'"),
         (["--seeds", "1,x"], "--seeds"),
         (["--datasets", "caltech101"], "--root"),
-        (["--epochs", "1", "--methods", "subpt"], "at least 2 epochs"),
+        (["--epochs", "2", "--methods", "subpt"], "at least 3 epochs"),
         (["--targets", "dtd"], "--targets only applies"),
         (["--cue", "mark", "--datasets", "caltech101", "--root", "/tmp"], "embedded world only"),
     ],
@@ -274,7 +274,7 @@ def test_other_settings_in_the_same_folder_are_refused(swept):
         str(out),
     ]
     res = runner.invoke(app, args)
-    assert res.exit_code == 2 and "other settings" in res.stderr and "epochs 3 -> 5" in res.stderr
+    assert res.exit_code == 2 and "other settings" in res.stderr and "epochs 4 -> 5" in res.stderr
     res = runner.invoke(app, ["table", str(out / "nothing-here")])
     assert res.exit_code == 2 and "no such folder" in res.stderr
 
