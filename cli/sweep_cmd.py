@@ -9,6 +9,18 @@ from pathlib import Path
 import typer
 
 from cli.common import print_json, register_user_error, run_guarded
+from cli.task_options import (
+    CLASS_SEED,
+    CUE,
+    CUE_STRENGTH,
+    HELD_OUT,
+    MAIN_COLOR,
+    N_CLASSES,
+    NOISE,
+    PARTITION_SEED,
+    SCENE,
+    task_options,
+)
 from subpt.errors import SubptError
 from subpt.protocols import PROTOCOLS
 from subpt.sweep import METHODS
@@ -56,10 +68,15 @@ def sweep(
     gpus: int = typer.Option(
         None, "--gpus", help="Worker processes, one per GPU (default: all visible GPUs; 1 on the CPU)."
     ),
-    cue: str = typer.Option(None, "--cue", help="Embedded world only: spurious cue (background|mark|none)."),
-    cue_strength: float = typer.Option(
-        None, "--cue-strength", help="Embedded world only: share of images with the cue."
-    ),
+    cue: str = CUE,
+    cue_strength: float = CUE_STRENGTH,
+    noise: float = NOISE,
+    n_classes: int = N_CLASSES,
+    class_seed: int = CLASS_SEED,
+    partition_seed: int = PARTITION_SEED,
+    held_out: bool = HELD_OUT,
+    scene: float = SCENE,
+    main_color: float = MAIN_COLOR,
     test_per_class: int = typer.Option(
         None, "--test-per-class", hidden=True, help="Embedded world only: test images per class (fast tests)."
     ),
@@ -70,11 +87,9 @@ def sweep(
     """Run an evaluation protocol over datasets x seeds x methods (skips finished runs, resumes interrupted ones)."""
     from subpt.sweep import run_sweep, settings_from_options, with_device
 
-    options: dict = {}
-    if cue is not None:
-        options["cue"] = cue
-    if cue_strength is not None:
-        options["cue_strength"] = cue_strength
+    options = task_options(
+        cue, cue_strength, noise, n_classes, class_seed, partition_seed, held_out, scene, main_color
+    )
     if test_per_class is not None:
         options["test_per_class"] = test_per_class
     settings = settings_from_options(

@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from subpt.data.registry import resolve_options
 from subpt.errors import SubptError
 from subpt.prompts import PromptConfig
 
@@ -19,7 +20,7 @@ SUBSAMPLES = ("base", "all")
 class TrainConfig:
     """Every setting needed to reproduce a run (CoOp, SubPT, NFL and their combinations)."""
 
-    dataset: str = "world-color-shape"
+    dataset: str = "world-objects"
     root: str | None = None
     dataset_options: dict[str, Any] = field(default_factory=dict)
     model: str = "subpt-tiny"
@@ -54,6 +55,11 @@ class TrainConfig:
     precision: str = "fp32"
     eval_every: int = 1
     text_chunk: int | None = None  # encode class prompts this many at a time (bounds memory)
+
+    def __post_init__(self) -> None:
+        # A task is named in full: every option of the dataset, the defaults filled in, so config.json reproduces
+        # the task even if a default changes later.
+        self.dataset_options = resolve_options(self.dataset, dict(self.dataset_options or {}))
 
     def prompt_config(self) -> PromptConfig:
         """The prompt-learner part of the config."""

@@ -32,12 +32,18 @@ def to_model_input(images: np.ndarray) -> torch.Tensor:
 
 
 def pretraining_pool(n: int, seed: int) -> list[world.Recipe]:
-    """`n` random recipes avoiding the held-out colour-shape compositions."""
+    """`n` random recipes, each an instance of a named object kind, avoiding the held-out colour-shape
+    compositions (in the kinds' main looks and in every instance), with pixel noise drawn from
+    `world.PRETRAIN_NOISE`."""
     rng = np.random.default_rng(seed)
     held = world.held_out_compositions()
+    kinds = [k for k in world.OBJECT_KINDS if (k.color, k.shape) not in held]
     out: list[world.Recipe] = []
     while len(out) < n:
-        r = world.random_recipe(rng)
+        kind = kinds[int(rng.integers(len(kinds)))]
+        color, shape, pattern = kind.sample(rng)
+        noise = float(rng.uniform(*world.PRETRAIN_NOISE))
+        r = world.random_recipe(rng, color=color, shape=shape, pattern=pattern, noise=noise, kind=kind.index)
         if (r.color, r.shape) not in held:
             out.append(r)
     return out
@@ -52,7 +58,7 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
 
 
 def pretrain(
-    steps: int = 1200,
+    steps: int = 2000,
     batch_size: int = 256,
     lr: float = 1e-3,
     weight_decay: float = 0.05,

@@ -36,7 +36,75 @@ BACKGROUNDS: dict[str, tuple[int, int, int]] = {
 COLOR_NAMES = tuple(COLORS)
 SIZE_NAMES = tuple(SIZES)
 BACKGROUND_NAMES = tuple(BACKGROUNDS)
-NOISE_STD = 12.0  # pixel noise, in uint8 units
+NOISE_STD = 12.0  # pixel noise of downstream images by default, in uint8 units
+# Pretraining images draw their pixel noise from this range, as web images vary in quality: downstream tasks
+# at any noise inside it are in the pretraining distribution, not a domain shift a prompt could learn to undo.
+PRETRAIN_NOISE = (4.0, 28.0)
+
+# Named object kinds. A kind has a name of its own, as real class names are words of their own ("tiger" is not
+# "striped" + "cat" to a text encoder that has to learn it), and, like a real category, it is a distribution over
+# looks rather than one look: its main colour, shape and pattern most of the time, a second colour or shape (its
+# own) or another pattern otherwise, so kinds overlap and 16 shots of a kind are a chance sample of its looks.
+# The names are single tokens of CLIP's BPE vocabulary and share no word with the attribute vocabulary.
+# Pretraining captions use a kind's name with a probability of its own (a long tail: a few names are common,
+# most are rare) and otherwise describe the attributes, so zero-shot quality varies from kind to kind.
+OBJECT_WORDS: tuple[str, ...] = tuple("""
+apple tiger violin lemon eagle anchor bottle candle castle cherry cloud coconut crown dolphin dragon drum
+falcon feather flute garlic ginger grape guitar hammer helmet honey jacket kettle kite ladder lantern leaf lizard
+mango maple melon mirror monkey moose mushroom needle onion orchid otter owl panda parrot peach peanut pear pepper
+piano pigeon pillow pine pizza plum potato pumpkin rabbit radish raven robin rocket rose saddle salmon shark sheep
+shovel skunk snail spider spoon squid stone sugar swan sword table teapot tomato tulip turtle umbrella walnut whale
+wheel willow wolf zebra badger beaver bison camel cobra crab crane deer donkey duck frog gecko goat goose
+hawk heron hippo horse jaguar koala lion llama lynx mole moth mouse mule newt octopus oyster pelican penguin
+puma quail rhino seal shrimp sloth snake sparrow stork toad trout tuna viper weasel yak
+acorn almond bamboo basil berry cactus carrot celery clover corn daisy fern fig hazel iris ivy kale lily lime lotus
+mint moss nut oak olive palm pea poppy rice sage tea thyme wheat yam arrow axe bell bench boat bowl brush
+bucket button cable canoe chain chair clock coin comb cup desk dice door fan fence flag fork glove harp hat jar key
+knife lamp lock map mask mug net pan pen pipe plate pot pump rake rope ruler sack sail saw scarf shelf
+""".split())
+NAME_USE = (0.005, 0.3)  # range of the per-kind probability that a pretraining caption uses its name
+MAIN_LOOK = {"color": 0.9, "shape": 0.95, "pattern": 0.9}  # probability that a kind shows its main attribute
+_OBJECT_SEED = 20221104
+
+
+@dataclass(frozen=True)
+class ObjectKind:
+    """A named object kind: main and second colour and shape, main pattern, and how often its name is used."""
+
+    index: int
+    name: str
+    color: int
+    shape: int
+    pattern: int
+    color2: int
+    shape2: int
+    name_use: float
+
+    def sample(self, rng: np.random.Generator, main_color: float | None = None) -> tuple[int, int, int]:
+        """(colour, shape, pattern) of one instance of this kind; `main_color` overrides how often it shows its
+        main colour (a data set's own sub-population of the kind)."""
+        u = rng.random(3)
+        color = self.color if u[0] < (MAIN_LOOK["color"] if main_color is None else main_color) else self.color2
+        shape = self.shape if u[1] < MAIN_LOOK["shape"] else self.shape2
+        pattern = self.pattern if u[2] < MAIN_LOOK["pattern"] else int(rng.integers(len(PATTERNS)))
+        return color, shape, pattern
+
+
+def _object_kinds() -> tuple[ObjectKind, ...]:
+    rng = np.random.default_rng(_OBJECT_SEED)
+    mains = [(c, s, p) for c in range(len(COLORS)) for s in range(len(SHAPES)) for p in range(len(PATTERNS))]
+    words = [OBJECT_WORDS[i] for i in rng.permutation(len(OBJECT_WORDS))[: len(mains)]]
+    use = np.exp(rng.uniform(np.log(NAME_USE[0]), np.log(NAME_USE[1]), size=len(mains)))
+    n_col, n_shp = len(COLORS), len(SHAPES)
+    kinds = []
+    for i, (c, s, p) in enumerate(mains):
+        c2 = (c + 1 + int(rng.integers(n_col - 1))) % n_col
+        s2 = (s + 1 + int(rng.integers(n_shp - 1))) % n_shp
+        kinds.append(ObjectKind(i, words[i], c, s, p, c2, s2, float(use[i])))
+    return tuple(kinds)
+
+
+OBJECT_KINDS: tuple[ObjectKind, ...] = _object_kinds()
 
 
 def held_out_compositions() -> frozenset[tuple[int, int]]:
@@ -58,6 +126,7 @@ class Recipe:
     noise_seed: int = 0
     mark: int = -1  # colour index of a 4x4 corner mark, -1 for none
     noise: float = NOISE_STD  # std of the Gaussian pixel noise, in uint8 units
+    kind: int = -1  # index into OBJECT_KINDS of the named kind this image shows, -1 for none
 
     def describe(self) -> dict[str, str]:
         """Attribute names of this recipe."""
@@ -135,14 +204,19 @@ def random_recipe(
     background: int | None = None,
     mark: int = -1,
     noise: float = NOISE_STD,
+    pattern: int | None = None,
+    kind: int = -1,
 ) -> Recipe:
-    """A recipe with the given attributes fixed and the others drawn from `rng`."""
+    """A recipe with the given attributes fixed and the others drawn from `rng` (the same draws either way)."""
     size = int(rng.integers(len(SIZES)))
     max_shift = 4 if size == 1 else 7
+    color = int(rng.integers(len(COLORS))) if color is None else color
+    shape = int(rng.integers(len(SHAPES))) if shape is None else shape
+    drawn_pattern = int(rng.integers(len(PATTERNS)))
     return Recipe(
-        color=int(rng.integers(len(COLORS))) if color is None else color,
-        shape=int(rng.integers(len(SHAPES))) if shape is None else shape,
-        pattern=int(rng.integers(len(PATTERNS))),
+        color=color,
+        shape=shape,
+        pattern=drawn_pattern if pattern is None else pattern,
         size=size,
         background=int(rng.integers(len(BACKGROUNDS))) if background is None else background,
         dx=int(rng.integers(-max_shift, max_shift + 1)),
@@ -150,6 +224,7 @@ def random_recipe(
         noise_seed=int(rng.integers(2**31 - 1)),
         mark=mark,
         noise=noise,
+        kind=kind,
     )
 
 
@@ -166,8 +241,16 @@ CAPTION_TEMPLATES: tuple[str, ...] = (
 
 
 def caption(recipe: Recipe, rng: np.random.Generator) -> str:
-    """A caption naming the recipe's attributes, dropping some at random; about half name the background."""
+    """A caption of the recipe: its object's name (with that object's probability) or its attributes, dropping
+    some at random; about half name the background."""
     a = recipe.describe()
+    if recipe.kind >= 0 and rng.random() < OBJECT_KINDS[recipe.kind].name_use:
+        words = [a[k] for k, p in (("size", 0.3), ("color", 0.3), ("pattern", 0.2)) if rng.random() < p]
+        words.append(OBJECT_KINDS[recipe.kind].name)
+        text = CAPTION_TEMPLATES[int(rng.integers(len(CAPTION_TEMPLATES)))].format(" ".join(words))
+        if rng.random() < 0.5:
+            text = text[:-1] + f" on a {a['background']} background."
+        return text
     words = []
     if rng.random() < 0.5:
         words.append(a["size"])
