@@ -11,6 +11,18 @@ from cli.common import print_json, register_user_error, run_guarded
 from cli.data_cmd import data_app
 from cli.report_cmd import subpt_report
 from cli.sweep_cmd import sweep, table
+from cli.task_options import (
+    CLASS_SEED,
+    CUE,
+    CUE_STRENGTH,
+    HELD_OUT,
+    MAIN_COLOR,
+    N_CLASSES,
+    NOISE,
+    PARTITION_SEED,
+    SCENE,
+    task_options,
+)
 from subpt.errors import SubptError
 
 register_user_error(SubptError)
@@ -22,24 +34,12 @@ app.command("report")(subpt_report)
 app.command("sweep")(sweep)
 app.command("table")(table)
 
-DATASET = typer.Option("world-color-shape", "--dataset", "-d", help="Dataset name (see `subpt datasets`).")
+DATASET = typer.Option("world-objects", "--dataset", "-d", help="Dataset name (see `subpt datasets`).")
 ROOT = typer.Option(None, "--root", help="Data root of real datasets (docs/datasets.md).")
 MODEL = typer.Option("subpt-tiny", "--model", "-m", help="open_clip model name, or subpt-tiny (embedded).")
 PRETRAINED = typer.Option(
     "embedded", "--pretrained", "-p", help="open_clip pretrained tag, a checkpoint file, 'random', or 'embedded'."
 )
-CUE = typer.Option(None, "--cue", help="Embedded world only: spurious cue in the few-shot train set (background|mark|none).")
-CUE_STRENGTH = typer.Option(None, "--cue-strength", help="Embedded world only: share of train images with the cue.")
-
-
-def dataset_options(cue: str | None, cue_strength: float | None) -> dict:
-    """Options passed to the dataset factory (only those given)."""
-    opts: dict = {}
-    if cue is not None:
-        opts["cue"] = cue
-    if cue_strength is not None:
-        opts["cue_strength"] = cue_strength
-    return opts
 
 
 @app.command()
@@ -74,6 +74,13 @@ def train(
     text_chunk: int = typer.Option(None, "--text-chunk", help="Encode this many classes at a time (bounds memory)."),
     cue: str = CUE,
     cue_strength: float = CUE_STRENGTH,
+    noise: float = NOISE,
+    n_classes: int = N_CLASSES,
+    class_seed: int = CLASS_SEED,
+    partition_seed: int = PARTITION_SEED,
+    held_out: bool = HELD_OUT,
+    scene: float = SCENE,
+    main_color: float = MAIN_COLOR,
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out."),
     as_json: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
@@ -84,7 +91,9 @@ def train(
     from subpt.train import train as run_train
 
     cfg = TrainConfig(
-        dataset=dataset, root=root, dataset_options=dataset_options(cue, cue_strength), model=model,
+        dataset=dataset, root=root, dataset_options=task_options(
+        cue, cue_strength, noise, n_classes, class_seed, partition_seed, held_out, scene, main_color
+    ), model=model,
         pretrained=pretrained, shots=shots, seed=seed, subsample=subsample, n_ctx=n_ctx, ctx_init=ctx_init,
         csc=csc, class_token_position=class_token_position, epochs=epochs, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, warmup_epochs=warmup_epochs, basis=basis, nfl=nfl, nfl_names=nfl_names,
@@ -115,12 +124,21 @@ def pipeline(
     nfl: bool = typer.Option(False, "--nfl", help="CoOp+NFL -> basis -> SubPT+NFL."),
     nfl_names: str = typer.Option("novel", "--nfl-names"),
     t_early: int = typer.Option(None, "--t-early", help="Early window: epochs 1..t (default: the reference value)."),
-    rank: int = typer.Option(None, "--rank", help="Basis rank r (default: the reference value)."),
+    rank: int = typer.Option(
+        None, "--rank", help="Basis rank r (default: the reference value at the reference t_early, else round(t/3))."
+    ),
     source: str = typer.Option("snapshots", help="Basis from ctx 'snapshots' (reference) or per-step 'grads'."),
     device: str = typer.Option("cpu"),
     precision: str = typer.Option("fp32"),
     cue: str = CUE,
     cue_strength: float = CUE_STRENGTH,
+    noise: float = NOISE,
+    n_classes: int = N_CLASSES,
+    class_seed: int = CLASS_SEED,
+    partition_seed: int = PARTITION_SEED,
+    held_out: bool = HELD_OUT,
+    scene: float = SCENE,
+    main_color: float = MAIN_COLOR,
     resume: bool = typer.Option(False, "--resume", help="Keep finished stages, continue an interrupted one."),
 ) -> None:
     """The reference recipe in one command: CoOp(+NFL) with recording, early basis, SubPT(+NFL)."""
@@ -129,7 +147,9 @@ def pipeline(
     from subpt.summary import print_run_summary
 
     cfg = TrainConfig(
-        dataset=dataset, root=root, dataset_options=dataset_options(cue, cue_strength), model=model,
+        dataset=dataset, root=root, dataset_options=task_options(
+        cue, cue_strength, noise, n_classes, class_seed, partition_seed, held_out, scene, main_color
+    ), model=model,
         pretrained=pretrained, shots=shots, seed=seed, subsample=subsample, n_ctx=n_ctx, ctx_init=ctx_init,
         epochs=epochs, nfl=nfl, nfl_names=nfl_names, device=device, precision=precision,
     )
@@ -144,27 +164,33 @@ def basis(
     run: Path = typer.Argument(..., help="A run folder of `subpt train` (CoOp or CoOp+NFL)."),
     out: Path = typer.Option(..., "--out", "-o", help="Basis file to write (e.g. early.pt)."),
     t_early: int = typer.Option(None, "--t-early", help="Window: epochs 1..t (default: the reference value)."),
-    rank: int = typer.Option(None, "--rank", help="r (default: the reference value for the run's shots)."),
-    source: str = typer.Option("snapshots", help="'snapshots' (reference) or 'grads' (needs --record)."),
+    rank: int = typer.Option(
+        None, "--rank", help="r (default: the reference value at the reference t_early, else round(t/3), below t-1)."
+    ),
+    source: str = typer.Option(
+        "snapshots", help="'snapshots' (reference, centred) or 'grads' (not centred; needs --record)."
+    ),
     late: bool = typer.Option(False, "--late", help="Use the last t epochs instead of the first (the diagnostic)."),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """The reference SubPT basis of a run in one command: centred ctx snapshots after epochs 1..t_early, top r."""
     from subpt.config import TrainConfig
-    from subpt.pipeline import reference_setting, run_basis
+    from subpt.pipeline import default_rank, reference_setting, run_basis
 
     cfg = TrainConfig.load(run / "config.json")
-    ref_t, ref_r = reference_setting(cfg.shots, cfg.subsample == "base")
+    ref_t, _ = reference_setting(cfg.shots, cfg.subsample == "base")
     t = min(t_early or ref_t, cfg.epochs)
     window = f"epochs:{cfg.epochs - t + 1}-{cfg.epochs}" if late else f"epochs:1-{t}"
-    b = run_basis(run, window, rank or ref_r, out, source=source)
+    r = rank or default_rank(cfg.shots, cfg.subsample == "base", t)
+    b = run_basis(run, window, r, out, source=source)
     info = {"basis": str(out), "window": window, "rank": b.rank, "dim": b.dim, "source": source,
             "energy": b.metadata.get("energy")}
     if as_json:
         print_json(info)
     else:
+        centred = "centred " if b.metadata.get("centered") else ""
         print(f"wrote {out}: rank {b.rank} of dim {b.dim} from {source} {window} (captures {info['energy']:.1%} of the "
-              "window's centred energy)")
+              f"window's {centred}energy)")
 
 
 @app.command()
@@ -180,13 +206,22 @@ def zeroshot(
     device: str = typer.Option("cpu"),
     cue: str = CUE,
     cue_strength: float = CUE_STRENGTH,
+    noise: float = NOISE,
+    n_classes: int = N_CLASSES,
+    class_seed: int = CLASS_SEED,
+    partition_seed: int = PARTITION_SEED,
+    held_out: bool = HELD_OUT,
+    scene: float = SCENE,
+    main_color: float = MAIN_COLOR,
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Zero-shot CLIP on the base and novel test classes of a dataset."""
     from subpt.zeroshot import print_zero_shot, run_zero_shot
 
     result = run_zero_shot(dataset, root, model, pretrained, template, ensemble, seed, device,
-                           dataset_options(cue, cue_strength), progress=not as_json)
+                           task_options(
+        cue, cue_strength, noise, n_classes, class_seed, partition_seed, held_out, scene, main_color
+    ), progress=not as_json)
     if as_json:
         print_json(result)
     else:
@@ -220,7 +255,7 @@ def eval_run(
 @run_guarded
 def build_embedded(
     out: Path = typer.Option(None, "--out", "-o", help="Where to write the checkpoint (default: the packaged file)."),
-    steps: int = typer.Option(1200, help="Pretraining steps (batch 256)."),
+    steps: int = typer.Option(2000, help="Pretraining steps (batch 256)."),
     seed: int = typer.Option(0),
 ) -> None:
     """Rebuild the embedded tiny CLIP deterministically by pretraining it on the procedural world."""
@@ -246,15 +281,61 @@ def datasets() -> None:
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Folder for the demo's runs."),
     seeds: int = typer.Option(3, help="Number of seeds."),
-    epochs: int = typer.Option(20, help="Epochs of every run (the early window is the first 30 %)."),
-    noise: float = typer.Option(None, "--noise", help="Pixel noise of the task images (default 20; pretraining: 12)."),
+    epochs: int = typer.Option(None, help="Epochs of every run (default: the study's 20; the early window is the first 30 %)."),
+    cue: str = CUE,
+    cue_strength: float = CUE_STRENGTH,
+    noise: float = NOISE,
+    n_classes: int = N_CLASSES,
+    class_seed: int = CLASS_SEED,
+    partition_seed: int = PARTITION_SEED,
+    held_out: bool = HELD_OUT,
+    scene: float = SCENE,
+    main_color: float = MAIN_COLOR,
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html for the seed-1 runs."),
     resume: bool = typer.Option(False, "--resume", help="Keep finished runs in --out and continue an interrupted one."),
 ) -> None:
-    """The main job on the embedded default: zero-shot, CoOp, NFL, SubPT on the world task with a spurious cue."""
+    """The main job on the embedded default: zero-shot, CoOp, NFL, SubPT on a typical world task, over seeds."""
     from subpt.demo import run_demo
 
-    run_demo(out, seeds=seeds, epochs=epochs, noise=noise, report=report, resume=resume)
+    options = task_options(
+        cue, cue_strength, noise, n_classes, class_seed, partition_seed, held_out, scene, main_color
+    )
+    run_demo(out, seeds=seeds, epochs=epochs, options=options, report=report, resume=resume)
+
+
+
+
+@app.command()
+@run_guarded
+def study(
+    out: Path = typer.Option(Path("runs/study"), "--out", "-o", help="Folder of the study's runs and tables."),
+    seeds: str = typer.Option("1,2,3", "--seeds", help="Comma list of seeds."),
+    variants: str = typer.Option(None, "--variants", help="Comma list of the default grid's variants (default: all)."),
+    grid: Path = typer.Option(None, "--grid", help="JSON file {name: {dataset, options}} instead of the default grid."),
+    epochs: int = typer.Option(None, help="Epochs of every run (default: the study's 20)."),
+    restart: bool = typer.Option(False, "--restart", help="Retrain every run instead of keeping finished ones."),
+) -> None:
+    """Robustness of the paper's claims: every method over world variants x seeds with one method setting."""
+    from subpt.study import read_grid, run_study, variants_by_name
+
+    if grid is not None and variants is not None:
+        raise SubptError("give either --grid or --variants, not both")
+    chosen = read_grid(grid) if grid is not None else variants_by_name(_names(variants))
+    run_study(out, chosen, _int_list(seeds, "--seeds"), epochs=epochs, resume=not restart, echo=typer.echo)
+
+
+def _names(text: str | None) -> list[str]:
+    return [p.strip() for p in text.split(",") if p.strip()] if text else []
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    try:
+        values = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError as e:
+        raise SubptError(f"{option} must be a comma list of integers, got {text!r}") from e
+    if not values:
+        raise SubptError(f"{option} needs at least one value")
+    return values
 
 
 def main() -> None:

@@ -1,16 +1,16 @@
-"""The main job on the embedded default: the paper's finding, end to end, offline, in a few minutes.
+"""The main job on the embedded default: the paper's experiment, end to end, offline, in a few minutes.
 
-On the embedded world with a corner-mark cue tied to the label in the few-shot train set, over seeds:
-zero-shot, CoOp, CoOp+NFL, SubPT (early basis), SubPT+NFL and SubPT with a late-window basis.
-Prints Base / Novel / HM of the final epoch (mean +- std over seeds), CoOp's peak-then-drop of base
-accuracy, and writes the per-epoch curves (curves.json) and a figure of them (curves.png).
+On a typical member of the world family (the study's default variant: 64 named object kinds, CoOp's base/novel
+rule on the sorted labels, no spurious cue) over seeds: zero-shot, CoOp, CoOp+NFL, SubPT (early basis), SubPT+NFL
+and SubPT with a late-window basis, with the study's one method setting. Prints Base / Novel / HM of the final
+epoch (mean +- std over seeds), CoOp's peak-then-drop of base accuracy, and writes the per-epoch curves
+(curves.json), a figure of them (curves.png) and the interpretability report of seed 1.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -18,39 +18,24 @@ from rich.console import Console
 from subpt.config import TrainConfig
 from subpt.errors import SubptError
 from subpt.figures import plot_accuracy_curves
-from subpt.pipeline import reference_setting, run_basis, train_stage
+from subpt.study import DEFAULT_GRID, METHODS, Variant, basis_plan, run_unit, study_config
 from subpt.summary import aggregate, fmt, mean_std, method_table
 from subpt.train import read_metrics
 
-# Pixel noise of the demo's task images: pretraining used 12, so 20 is a domain shift that leaves zero-shot
-# room to improve (see docs/embedded.md for what the world shows at other noise levels and cues).
-DEMO_NOISE = 20.0
-DEMO_SHOTS = 16
-DEMO_CUE = "mark"
-# 10x CoOp's lr: 20 epochs then cover the early (generalisable) and late (cue-fitting) stages that CoOp's lr
-# needs far more epochs for on this world; at lr 0.002 and 40 epochs CoOp's novel accuracy (seed 1) ends above
-# zero-shot (docs/embedded.md).
-DEMO_LR = 0.02
-DEMO_EPOCHS = 20
-METHODS = ("CoOp", "CoOp+NFL", "SubPT", "SubPT+NFL", "SubPT (late basis)")
+DEMO_VARIANT = DEFAULT_GRID[0]
 
 
-def demo_config(seed: int, epochs: int, noise: float | None = None) -> TrainConfig:
-    """The demo's task: world-color-shape, 16 shots, corner-mark cue, noise 20; CoOp with 4 context vectors
-    initialised from "a photo of a", CoOp's optimiser defaults except lr 0.02."""
-    return TrainConfig(dataset="world-color-shape", shots=DEMO_SHOTS, seed=seed, epochs=epochs, n_ctx=4, record_grads=True,
-                       ctx_init="a photo of a", lr=DEMO_LR, dataset_options=_task_options(noise))
-
-
-def _task_options(noise: float | None) -> dict:
-    return {"cue": DEMO_CUE, "cue_strength": 1.0, "noise": DEMO_NOISE if noise is None else noise}
+def demo_config(seed: int, epochs: int | None = None, options: dict | None = None) -> TrainConfig:
+    """The demo's CoOp run: the study's method setting on the default variant (with `options` on top)."""
+    variant = Variant(DEMO_VARIANT.name, DEMO_VARIANT.dataset, {**DEMO_VARIANT.options, **(options or {})})
+    return study_config(variant, seed, epochs)
 
 
 def run_demo(
     out: Path,
     seeds: int = 3,
-    epochs: int = DEMO_EPOCHS,
-    noise: float | None = None,
+    epochs: int | None = None,
+    options: dict | None = None,
     report: bool = True,
     console: Console | None = None,
     resume: bool = False,
@@ -58,33 +43,26 @@ def run_demo(
     """Run every method over `seeds` seeds into `out`; print and return the summary.
 
     With `resume`, finished runs in `out` are kept and an interrupted one continues from its checkpoint.
+    `options` are task options on top of the default variant's (e.g. {"cue": "mark"}).
     """
     console = console or Console()
     out = Path(out)
+    if seeds < 1:
+        raise SubptError(f"--seeds must be at least 1, got {seeds}")
+    configs = [demo_config(seed, epochs, options) for seed in range(1, seeds + 1)]
+    for cfg in configs:  # every setting is checked before anything is written
+        cfg.validate()
+    early, late, rank = basis_plan(configs[0].epochs)
     out.mkdir(parents=True, exist_ok=True)
-    if epochs < 3:
-        raise SubptError(f"the demo needs at least 3 epochs to have early and late windows, got {epochs}")
-    t_early = max(2, round(0.3 * epochs))  # the first 30 % of epochs, as the reference's 30 of 100
-    # t_early centred snapshots span at most t_early - 1 directions
-    rank = min(reference_setting(DEMO_SHOTS, base_to_novel=True)[1], t_early - 1)
-    late = f"epochs:{max(1, epochs - t_early + 1)}-{epochs}"
     t0 = time.time()
     runs: dict[str, list[Path]] = {m: [] for m in METHODS}
-    for seed in range(1, seeds + 1):
-        base = demo_config(seed, epochs, noise)
-        d = out / f"seed{seed}"
-        console.print(f"[bold]seed {seed}[/bold]: CoOp and CoOp+NFL (recording), bases, SubPT variants")
-        _stage(base, d / "coop", resume)
-        _stage(replace(base, nfl=True), d / "coop_nfl", resume)
-        run_basis(d / "coop", f"epochs:1-{t_early}", rank, d / "early.pt")
-        run_basis(d / "coop", late, rank, d / "late.pt")
-        run_basis(d / "coop_nfl", f"epochs:1-{t_early}", rank, d / "early_nfl.pt")
-        _stage(replace(base, basis=str(d / "early.pt")), d / "subpt", resume)
-        _stage(replace(base, basis=str(d / "early_nfl.pt"), nfl=True), d / "subpt_nfl", resume)
-        _stage(replace(base, basis=str(d / "late.pt")), d / "subpt_late", resume)
-        for method, name in zip(METHODS, ("coop", "coop_nfl", "subpt", "subpt_nfl", "subpt_late")):
-            runs[method].append(d / name)
-    summary = summarise(runs, t_early=t_early, rank=rank, late_window=late)
+    for cfg in configs:
+        console.print(f"[bold]seed {cfg.seed}[/bold]: CoOp and CoOp+NFL (recording), bases, SubPT variants")
+        unit = run_unit(cfg, out / f"seed{cfg.seed}", resume=resume, progress=True)
+        for m in METHODS:
+            runs[m].append(unit[m])
+    summary = summarise(runs, early_window=early, rank=rank, late_window=late,
+                        task={"dataset": configs[0].dataset, **(options or {})})
     summary["seconds"] = round(time.time() - t0, 1)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "curves.json").write_text(json.dumps(summary.pop("curves")) + "\n")
@@ -100,10 +78,6 @@ def run_demo(
     return summary
 
 
-def _stage(cfg: TrainConfig, run_dir: Path, resume: bool) -> None:
-    train_stage(cfg, run_dir, progress=True, resume=resume, overwrite=True)
-
-
 def summarise(runs: dict[str, list[Path]], **extra: object) -> dict:
     """Final-epoch Base/Novel/HM per method, zero-shot, CoOp's peak-then-drop, and mean curves."""
     finals = {m: [read_metrics(r)[-1] for r in rs] for m, rs in runs.items()}
@@ -114,7 +88,10 @@ def summarise(runs: dict[str, list[Path]], **extra: object) -> dict:
     for r in runs["CoOp"]:
         ms = read_metrics(r)
         best = max(ms, key=lambda m: m["base_acc"])
-        peaks.append({"peak_base": best["base_acc"], "peak_epoch": best["epoch"], "final_base": ms[-1]["base_acc"]})
+        best_novel = max(ms, key=lambda m: m["novel_acc"])
+        peaks.append({"peak_base": best["base_acc"], "peak_epoch": best["epoch"], "final_base": ms[-1]["base_acc"],
+                      "peak_novel": best_novel["novel_acc"], "peak_novel_epoch": best_novel["epoch"],
+                      "final_novel": ms[-1]["novel_acc"]})
     curves = {
         m: {
             "epoch": [x["epoch"] for x in read_metrics(rs[0])],
@@ -128,7 +105,8 @@ def summarise(runs: dict[str, list[Path]], **extra: object) -> dict:
 
 def print_summary(summary: dict, console: Console) -> None:
     """The demo's table and CoOp's peak-then-drop line."""
-    title = f"embedded world, {DEMO_CUE} cue: final epoch, mean ± std over {summary['seeds']} seeds"
+    task = ", ".join(f"{k} {v}" for k, v in summary["task"].items() if k != "dataset")
+    title = f"{summary['task']['dataset']} ({task or 'default task'}): final epoch, mean ± std over {summary['seeds']} seeds"
     console.print(method_table(summary["table"], title))
     p = summary["coop_peak"]
     pb = mean_std([x["peak_base"] for x in p])
@@ -136,3 +114,9 @@ def print_summary(summary: dict, console: Console) -> None:
     epochs = ", ".join(str(x["peak_epoch"]) for x in p)
     console.print(f"CoOp base accuracy peaks at {fmt(*pb)} (epochs {epochs}) and ends at {fmt(*fb)}: "
                   f"a drop of {pb[0] - fb[0]:.2f} points.")
+    pn = mean_std([x["peak_novel"] for x in p])
+    fn = mean_std([x["final_novel"] for x in p])
+    n_epochs = ", ".join(str(x["peak_novel_epoch"]) for x in p)
+    zs = summary["table"]["zero-shot"]["novel_acc"][0]
+    console.print(f"CoOp novel accuracy peaks at {fmt(*pn)} (epochs {n_epochs}) and ends at {fmt(*fn)}; "
+                  f"zero-shot: {zs:.2f}.")

@@ -1,0 +1,225 @@
+"""The robustness study: one fixed method setting over a grid of world variants x seeds, and how often each of
+the paper's claims holds.
+
+For every (variant, seed) the study runs zero-shot, CoOp (recording), CoOp+NFL, SubPT (early basis of the CoOp
+run), SubPT+NFL (early basis of the CoOp+NFL run) and SubPT with the late basis of the CoOp run, into
+OUT/<variant>/seed<S>/<method>/. Finished runs are kept when the study is started again, an interrupted one
+continues from its checkpoint. OUT/study.json holds every number; OUT/study.md the table.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from subpt.config import TrainConfig
+from subpt.errors import SubptError
+from subpt.evaluate import harmonic_mean
+from subpt.pipeline import basis_rank, run_basis, train_stage
+from subpt.train import read_metrics
+
+# The one method setting of the miniature, for every variant: CoOp with 4 context vectors initialised from
+# "a photo of a" (CoOp's init variant), 16 shots, CoOp's optimiser with lr 0.02 for 20 epochs: ten times CoOp's
+# lr over a tenth of its 200 epochs, so a run takes seconds on 2 cores. SubPT's early window is the first 30 %
+# of the epochs (the reference's 30 of 100) with the reference proportion of rank (10 of 30).
+METHOD_SETTING: dict[str, Any] = {"shots": 16, "n_ctx": 4, "ctx_init": "a photo of a", "lr": 0.02, "epochs": 20}
+EARLY_SHARE = 0.3
+
+METHODS: tuple[str, ...] = ("CoOp", "CoOp+NFL", "SubPT", "SubPT+NFL", "SubPT (late basis)")
+RUN_NAMES = {"CoOp": "coop", "CoOp+NFL": "coop_nfl", "SubPT": "subpt", "SubPT+NFL": "subpt_nfl",
+             "SubPT (late basis)": "subpt_late"}
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One member of the world family: a dataset and its task options."""
+
+    name: str
+    dataset: str = "world-objects"
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+# The default grid: the default task, two random partitions, another class set, a spurious cue of each kind,
+# another noise level and another class count; everything else at the dataset's defaults.
+DEFAULT_GRID: tuple[Variant, ...] = (
+    Variant("default"),
+    Variant("partition-1", options={"partition_seed": 1}),
+    Variant("partition-2", options={"partition_seed": 2}),
+    Variant("classes-1", options={"class_seed": 1}),
+    Variant("cue-mark", options={"cue": "mark"}),
+    Variant("cue-background", options={"cue": "background"}),
+    Variant("noise-20", options={"noise": 20.0}),
+    Variant("classes-32", options={"n_classes": 32}),
+)
+
+
+def variants_by_name(names: Sequence[str] | None) -> list[Variant]:
+    """The default grid, or the named subset of it (a clear error for an unknown name)."""
+    if not names:
+        return list(DEFAULT_GRID)
+    known = {v.name: v for v in DEFAULT_GRID}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SubptError(f"unknown study variant(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return [known[n] for n in names]
+
+
+def read_grid(path: Path) -> list[Variant]:
+    """Variants from a JSON file: {"name": {"dataset": "world-objects", "options": {...}}, ...}."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise SubptError(f"--grid {path}: cannot read it ({e.strerror})") from e
+    except json.JSONDecodeError as e:
+        raise SubptError(f"--grid {path} is not valid JSON ({e.msg} at line {e.lineno})") from e
+    if not isinstance(data, dict) or not data:
+        raise SubptError(f"--grid {path} must map variant names to {{'dataset': ..., 'options': {{...}}}}")
+    out = []
+    for name, spec in data.items():
+        if not isinstance(spec, dict) or not isinstance(spec.get("options", {}), dict) or set(spec) - {"dataset", "options"}:
+            raise SubptError(f"--grid {path}: variant {name!r} must be {{'dataset': NAME, 'options': {{...}}}}")
+        out.append(Variant(str(name), str(spec.get("dataset", "world-objects")), dict(spec.get("options", {}))))
+    return out
+
+
+def study_config(variant: Variant, seed: int, epochs: int | None = None) -> TrainConfig:
+    """The study's CoOp run of one variant and seed (recording gradients for the diagnostics)."""
+    setting = {**METHOD_SETTING, **({} if epochs is None else {"epochs": epochs})}
+    return TrainConfig(dataset=variant.dataset, dataset_options=dict(variant.options), seed=seed, record_grads=True,
+                       **setting)
+
+
+def basis_plan(epochs: int) -> tuple[str, str, int]:
+    """(early window, late window, rank) of the study's bases for runs of `epochs` epochs."""
+    if epochs < 4:
+        raise SubptError(f"the study needs at least 4 epochs to have early and late windows, got {epochs}")
+    t = max(3, round(EARLY_SHARE * epochs))
+    return f"epochs:1-{t}", f"epochs:{epochs - t + 1}-{epochs}", basis_rank(t)
+
+
+def run_unit(base: TrainConfig, out: Path, resume: bool = True, progress: bool = False) -> dict[str, Path]:
+    """Every method of one (variant, seed) into `out`; returns method -> run folder."""
+    out = Path(out)
+    early, late, rank = basis_plan(base.epochs)
+    runs = {m: out / RUN_NAMES[m] for m in METHODS}
+
+    def stage(cfg: TrainConfig, method: str) -> None:
+        train_stage(cfg, runs[method], progress=progress, resume=resume, overwrite=True)
+
+    stage(base, "CoOp")
+    stage(replace(base, nfl=True), "CoOp+NFL")
+    run_basis(runs["CoOp"], early, rank, out / "early.pt")
+    run_basis(runs["CoOp"], late, rank, out / "late.pt")
+    run_basis(runs["CoOp+NFL"], early, rank, out / "early_nfl.pt")
+    stage(replace(base, basis=str(out / "early.pt")), "SubPT")
+    stage(replace(base, basis=str(out / "early_nfl.pt"), nfl=True), "SubPT+NFL")
+    stage(replace(base, basis=str(out / "late.pt")), "SubPT (late basis)")
+    return runs
+
+
+def unit_record(runs: dict[str, Path]) -> dict[str, Any]:
+    """Final Base/Novel/HM of every method, zero-shot, and CoOp's peaks, of one (variant, seed)."""
+    zs = json.loads((runs["CoOp"] / "zeroshot.json").read_text())
+    rec: dict[str, Any] = {"zero-shot": {k: zs[k] for k in ("base_acc", "novel_acc", "hm")}}
+    for m in METHODS:
+        last = read_metrics(runs[m])[-1]
+        rec[m] = {k: last[k] for k in ("base_acc", "novel_acc", "hm")}
+    coop = read_metrics(runs["CoOp"])
+    peak_b = max(coop, key=lambda x: x["base_acc"])
+    peak_n = max(coop, key=lambda x: x["novel_acc"])
+    rec["coop_curve"] = {"base_peak": peak_b["base_acc"], "base_peak_epoch": peak_b["epoch"],
+                         "base_final": coop[-1]["base_acc"], "novel_peak": peak_n["novel_acc"],
+                         "novel_peak_epoch": peak_n["epoch"], "novel_final": coop[-1]["novel_acc"],
+                         "train_final": coop[-1]["train_acc"]}
+    return rec
+
+
+# The paper's claims, each a test on one (variant, seed) record.
+CLAIMS: dict[str, Callable[[dict], bool]] = {
+    "CoOp novel < zero-shot novel": lambda r: r["CoOp"]["novel_acc"] < r["zero-shot"]["novel_acc"],
+    "CoOp base peak - final >= 1": lambda r: r["coop_curve"]["base_peak"] - r["coop_curve"]["base_final"] >= 1.0,
+    "SubPT HM > CoOp HM": lambda r: r["SubPT"]["hm"] > r["CoOp"]["hm"],
+    "CoOp+NFL HM > CoOp HM": lambda r: r["CoOp+NFL"]["hm"] > r["CoOp"]["hm"],
+    "SubPT+NFL HM > CoOp HM": lambda r: r["SubPT+NFL"]["hm"] > r["CoOp"]["hm"],
+    "late basis HM < early basis HM": lambda r: r["SubPT (late basis)"]["hm"] < r["SubPT"]["hm"],
+}
+
+
+def summarise(records: list[dict]) -> dict[str, Any]:
+    """How often each claim holds, and the mean Base/Novel/HM of every method, over all (variant, seed) records."""
+    n = len(records)
+    claims = {name: {"holds": sum(bool(test(r)) for r in records), "of": n} for name, test in CLAIMS.items()}
+    means = {}
+    for m in ("zero-shot", *METHODS):
+        b = sum(r[m]["base_acc"] for r in records) / n
+        nv = sum(r[m]["novel_acc"] for r in records) / n
+        means[m] = {"base_acc": b, "novel_acc": nv, "hm": harmonic_mean(b, nv),
+                    "mean_hm": sum(r[m]["hm"] for r in records) / n}
+    return {"pairs": n, "claims": claims, "means": means}
+
+
+def run_study(
+    out: Path,
+    variants: Sequence[Variant] = DEFAULT_GRID,
+    seeds: Sequence[int] = (1, 2, 3),
+    epochs: int | None = None,
+    resume: bool = True,
+    echo: Callable[[str], None] = print,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the grid into `out` (keeping finished runs when `resume`) and write study.json and study.md."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise SubptError(f"--out {out} is a file; choose a folder")
+    if not variants or not seeds:
+        raise SubptError("the study needs at least one variant and one seed")
+    names = [v.name for v in variants]
+    if len(set(names)) != len(names):
+        raise SubptError(f"variant names must be unique, got {', '.join(names)}")
+    configs = [(v, s, study_config(v, s, epochs)) for v in variants for s in seeds]
+    for _, _, cfg in configs:  # every setting is checked before the first run starts
+        cfg.validate()
+        basis_plan(cfg.epochs)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    records = []
+    bar = tqdm(configs, desc="study", unit="variant-seed", disable=not progress or None)
+    for v, s, cfg in bar:
+        bar.set_postfix_str(f"{v.name} seed {s}")
+        runs = run_unit(cfg, out / v.name / f"seed{s}", resume=resume)
+        records.append({"variant": v.name, "dataset": v.dataset, "options": v.options, "seed": s, **unit_record(runs)})
+    result = {"setting": {**METHOD_SETTING, **({} if epochs is None else {"epochs": epochs})},
+              "bases": dict(zip(("early", "late", "rank"), basis_plan(configs[0][2].epochs))),
+              "records": records, **summarise(records), "seconds": round(time.time() - t0, 1)}
+    (out / "study.json").write_text(json.dumps(result, indent=2) + "\n")
+    (out / "study.md").write_text(to_markdown(result))
+    echo(to_markdown(result))
+    return result
+
+
+def to_markdown(result: dict[str, Any]) -> str:
+    """The study's tables: claims, means over all pairs, and one row per (variant, seed)."""
+    lines = [f"# Study: {result['pairs']} (variant, seed) pairs, one method setting", "",
+             "| claim | holds in |", "|---|---|"]
+    for name, c in result["claims"].items():
+        lines.append(f"| {name} | {c['holds']}/{c['of']} ({100.0 * c['holds'] / c['of']:.0f} %) |")
+    lines += ["", "| mean over pairs | Base | Novel | HM |", "|---|---|---|---|"]
+    for m, v in result["means"].items():
+        lines.append(f"| {m} | {v['base_acc']:.2f} | {v['novel_acc']:.2f} | {v['hm']:.2f} |")
+    cols = ("zero-shot", *METHODS)
+    lines += ["", "Base / Novel / HM of the final epoch; CoOp's base and novel peak (epoch) and final.", "",
+              "| variant | seed | " + " | ".join(cols) + " | CoOp base peak -> final | CoOp novel peak -> final |",
+              "|---|---|" + "---|" * (len(cols) + 2)]
+    for r in result["records"]:
+        cells = [f"{r[m]['base_acc']:.1f} / {r[m]['novel_acc']:.1f} / {r[m]['hm']:.1f}" for m in cols]
+        c = r["coop_curve"]
+        lines.append(f"| {r['variant']} | {r['seed']} | " + " | ".join(cells)
+                     + f" | {c['base_peak']:.1f} ({c['base_peak_epoch']}) -> {c['base_final']:.1f}"
+                     + f" | {c['novel_peak']:.1f} ({c['novel_peak_epoch']}) -> {c['novel_final']:.1f} |")
+    return "\n".join(lines) + "\n"
