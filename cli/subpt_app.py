@@ -11,18 +11,7 @@ from cli.common import print_json, register_user_error, run_guarded
 from cli.data_cmd import data_app
 from cli.report_cmd import subpt_report
 from cli.sweep_cmd import sweep, table
-from cli.task_options import (
-    CLASS_SEED,
-    CUE,
-    CUE_STRENGTH,
-    HELD_OUT,
-    MAIN_COLOR,
-    N_CLASSES,
-    NOISE,
-    PARTITION_SEED,
-    SCENE,
-    task_options,
-)
+from cli.task_options import with_task_options
 from subpt.errors import SubptError
 
 register_user_error(SubptError)
@@ -44,6 +33,7 @@ PRETRAINED = typer.Option(
 
 @app.command()
 @run_guarded
+@with_task_options
 def train(
     out: Path = typer.Option(..., "--out", "-o", help="Run folder to create (or continue with --resume)."),
     dataset: str = DATASET,
@@ -72,15 +62,7 @@ def train(
     device: str = typer.Option("cpu", help="cpu or cuda."),
     precision: str = typer.Option("fp32", help="fp32, bf16 or fp16 (autocast)."),
     text_chunk: int = typer.Option(None, "--text-chunk", help="Encode this many classes at a time (bounds memory)."),
-    cue: str = CUE,
-    cue_strength: float = CUE_STRENGTH,
-    noise: float = NOISE,
-    n_classes: int = N_CLASSES,
-    class_seed: int = CLASS_SEED,
-    partition_seed: int = PARTITION_SEED,
-    held_out: bool = HELD_OUT,
-    scene: float = SCENE,
-    main_color: float = MAIN_COLOR,
+    task_options: dict | None = None,
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out."),
     as_json: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
@@ -91,9 +73,7 @@ def train(
     from subpt.train import train as run_train
 
     cfg = TrainConfig(
-        dataset=dataset, root=root, dataset_options=task_options(
-        cue, cue_strength, noise, n_classes, class_seed, partition_seed, held_out, scene, main_color
-    ), model=model,
+        dataset=dataset, root=root, dataset_options=task_options, model=model,
         pretrained=pretrained, shots=shots, seed=seed, subsample=subsample, n_ctx=n_ctx, ctx_init=ctx_init,
         csc=csc, class_token_position=class_token_position, epochs=epochs, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, warmup_epochs=warmup_epochs, basis=basis, nfl=nfl, nfl_names=nfl_names,
@@ -109,6 +89,7 @@ def train(
 
 @app.command()
 @run_guarded
+@with_task_options
 def pipeline(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for both stages and the basis."),
     dataset: str = DATASET,
@@ -130,15 +111,7 @@ def pipeline(
     source: str = typer.Option("snapshots", help="Basis from ctx 'snapshots' (reference) or per-step 'grads'."),
     device: str = typer.Option("cpu"),
     precision: str = typer.Option("fp32"),
-    cue: str = CUE,
-    cue_strength: float = CUE_STRENGTH,
-    noise: float = NOISE,
-    n_classes: int = N_CLASSES,
-    class_seed: int = CLASS_SEED,
-    partition_seed: int = PARTITION_SEED,
-    held_out: bool = HELD_OUT,
-    scene: float = SCENE,
-    main_color: float = MAIN_COLOR,
+    task_options: dict | None = None,
     resume: bool = typer.Option(False, "--resume", help="Keep finished stages, continue an interrupted one."),
 ) -> None:
     """The reference recipe in one command: CoOp(+NFL) with recording, early basis, SubPT(+NFL)."""
@@ -147,9 +120,7 @@ def pipeline(
     from subpt.summary import print_run_summary
 
     cfg = TrainConfig(
-        dataset=dataset, root=root, dataset_options=task_options(
-        cue, cue_strength, noise, n_classes, class_seed, partition_seed, held_out, scene, main_color
-    ), model=model,
+        dataset=dataset, root=root, dataset_options=task_options, model=model,
         pretrained=pretrained, shots=shots, seed=seed, subsample=subsample, n_ctx=n_ctx, ctx_init=ctx_init,
         epochs=epochs, nfl=nfl, nfl_names=nfl_names, device=device, precision=precision,
     )
@@ -195,6 +166,7 @@ def basis(
 
 @app.command()
 @run_guarded
+@with_task_options
 def zeroshot(
     dataset: str = DATASET,
     root: str = ROOT,
@@ -204,24 +176,14 @@ def zeroshot(
     ensemble: bool = typer.Option(False, "--ensemble", help="Use the dataset's template ensemble (embedded world) or CLIP's 80."),
     seed: int = typer.Option(1),
     device: str = typer.Option("cpu"),
-    cue: str = CUE,
-    cue_strength: float = CUE_STRENGTH,
-    noise: float = NOISE,
-    n_classes: int = N_CLASSES,
-    class_seed: int = CLASS_SEED,
-    partition_seed: int = PARTITION_SEED,
-    held_out: bool = HELD_OUT,
-    scene: float = SCENE,
-    main_color: float = MAIN_COLOR,
+    task_options: dict | None = None,
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Zero-shot CLIP on the base and novel test classes of a dataset."""
     from subpt.zeroshot import print_zero_shot, run_zero_shot
 
     result = run_zero_shot(dataset, root, model, pretrained, template, ensemble, seed, device,
-                           task_options(
-        cue, cue_strength, noise, n_classes, class_seed, partition_seed, held_out, scene, main_color
-    ), progress=not as_json)
+                           task_options, progress=not as_json)
     if as_json:
         print_json(result)
     else:
@@ -278,29 +240,19 @@ def datasets() -> None:
 
 @app.command()
 @run_guarded
+@with_task_options
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", "-o", help="Folder for the demo's runs."),
     seeds: int = typer.Option(3, help="Number of seeds."),
     epochs: int = typer.Option(None, help="Epochs of every run (default: the study's 20; the early window is the first 30 %)."),
-    cue: str = CUE,
-    cue_strength: float = CUE_STRENGTH,
-    noise: float = NOISE,
-    n_classes: int = N_CLASSES,
-    class_seed: int = CLASS_SEED,
-    partition_seed: int = PARTITION_SEED,
-    held_out: bool = HELD_OUT,
-    scene: float = SCENE,
-    main_color: float = MAIN_COLOR,
+    task_options: dict | None = None,
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html for the seed-1 runs."),
     resume: bool = typer.Option(False, "--resume", help="Keep finished runs in --out and continue an interrupted one."),
 ) -> None:
     """The main job on the embedded default: zero-shot, CoOp, NFL, SubPT on a typical world task, over seeds."""
     from subpt.demo import run_demo
 
-    options = task_options(
-        cue, cue_strength, noise, n_classes, class_seed, partition_seed, held_out, scene, main_color
-    )
-    run_demo(out, seeds=seeds, epochs=epochs, options=options, report=report, resume=resume)
+    run_demo(out, seeds=seeds, epochs=epochs, options=task_options, report=report, resume=resume)
 
 
 

@@ -9,18 +9,7 @@ from pathlib import Path
 import typer
 
 from cli.common import print_json, register_user_error, run_guarded
-from cli.task_options import (
-    CLASS_SEED,
-    CUE,
-    CUE_STRENGTH,
-    HELD_OUT,
-    MAIN_COLOR,
-    N_CLASSES,
-    NOISE,
-    PARTITION_SEED,
-    SCENE,
-    task_options,
-)
+from cli.task_options import with_task_options
 from subpt.errors import SubptError
 from subpt.protocols import PROTOCOLS
 from subpt.sweep import METHODS
@@ -31,6 +20,7 @@ PROTOCOL_NAMES = ", ".join(PROTOCOLS)
 
 
 @run_guarded
+@with_task_options
 def sweep(
     protocol: str = typer.Option("base2novel", "--protocol", help=f"Evaluation protocol: {PROTOCOL_NAMES}."),
     datasets: str = typer.Option(
@@ -68,15 +58,7 @@ def sweep(
     gpus: int = typer.Option(
         None, "--gpus", help="Worker processes, one per GPU (default: all visible GPUs; 1 on the CPU)."
     ),
-    cue: str = CUE,
-    cue_strength: float = CUE_STRENGTH,
-    noise: float = NOISE,
-    n_classes: int = N_CLASSES,
-    class_seed: int = CLASS_SEED,
-    partition_seed: int = PARTITION_SEED,
-    held_out: bool = HELD_OUT,
-    scene: float = SCENE,
-    main_color: float = MAIN_COLOR,
+    task_options: dict | None = None,
     test_per_class: int = typer.Option(
         None, "--test-per-class", hidden=True, help="Embedded world only: test images per class (fast tests)."
     ),
@@ -87,9 +69,7 @@ def sweep(
     """Run an evaluation protocol over datasets x seeds x methods (skips finished runs, resumes interrupted ones)."""
     from subpt.sweep import run_sweep, settings_from_options, with_device
 
-    options = task_options(
-        cue, cue_strength, noise, n_classes, class_seed, partition_seed, held_out, scene, main_color
-    )
+    options = dict(task_options or {})
     if test_per_class is not None:
         options["test_per_class"] = test_per_class
     settings = settings_from_options(

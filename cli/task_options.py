@@ -2,45 +2,46 @@
 
 from __future__ import annotations
 
-from typing import Any
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import typer
 
+F = TypeVar("F", bound=Callable[..., Any])
 _W = "Embedded world only: "
-CUE = typer.Option(None, "--cue", help=_W + "spurious cue in the few-shot train set (none|background|mark).")
-CUE_STRENGTH = typer.Option(None, "--cue-strength", help=_W + "share of train images with the cue (0..1).")
-NOISE = typer.Option(None, "--noise", help=_W + "pixel noise of the task images (default 12; pretraining: 4-28).")
-N_CLASSES = typer.Option(None, "--n-classes", help="world-objects only: number of object classes (default 64).")
-CLASS_SEED = typer.Option(None, "--class-seed", help="world-objects only: seed that draws the class set (default 0).")
-PARTITION_SEED = typer.Option(
-    None, "--partition-seed", help=_W + "seed of a random base/novel partition (default: CoOp's rule on the sorted labels)."
-)
-SCENE = typer.Option(
-    None, "--scene", help="world-objects only: share of each class's images on its typical background (default 0.5)."
-)
-MAIN_COLOR = typer.Option(
-    None, "--main-color",
-    help="world-objects only: share of each kind's images in its main colour in this data set (default 0.5; web: 0.9).",
-)
-HELD_OUT = typer.Option(
-    None, "--held-out/--no-held-out",
-    help="world-objects only: admit the object kinds held out of pretraining (zero-shot is at chance on them).",
-)
+# name -> (type, Typer option); every default is None, meaning "the dataset's default" (docs/embedded.md).
+TASK_OPTIONS: dict[str, tuple[type, Any]] = {
+    "n_classes": (int, typer.Option(None, "--n-classes", help="world-objects only: number of object classes (default 64).")),
+    "class_seed": (int, typer.Option(None, "--class-seed", help="world-objects only: seed of the class set (default 0).")),
+    "partition_seed": (int, typer.Option(
+        None, "--partition-seed", help=_W + "seed of a random base/novel partition (default: CoOp's rule on sorted labels).")),
+    "held_out": (bool, typer.Option(
+        None, "--held-out/--no-held-out",
+        help="world-objects only: admit the kinds held out of pretraining (zero-shot is at chance on them).")),
+    "main_color": (float, typer.Option(
+        None, "--main-color",
+        help="world-objects only: share of each kind's images in its main colour here (default 0.5; web: 0.9).")),
+    "scene": (float, typer.Option(
+        None, "--scene", help="world-objects only: share of a class's images on its typical background (default 0.5).")),
+    "cue": (str, typer.Option(None, "--cue", help=_W + "spurious cue in the few-shot train set (none|background|mark).")),
+    "cue_strength": (float, typer.Option(None, "--cue-strength", help=_W + "share of train images with the cue (0..1).")),
+    "noise": (float, typer.Option(None, "--noise", help=_W + "pixel noise of the task images (default 12; pretraining 4-28).")),
+}
 
 
-def task_options(
-    cue: str | None = None,
-    cue_strength: float | None = None,
-    noise: float | None = None,
-    n_classes: int | None = None,
-    class_seed: int | None = None,
-    partition_seed: int | None = None,
-    held_out: bool | None = None,
-    scene: float | None = None,
-    main_color: float | None = None,
-) -> dict[str, Any]:
-    """The dataset options that were given on the command line (the others keep the dataset's defaults)."""
-    given = {"cue": cue, "cue_strength": cue_strength, "noise": noise, "n_classes": n_classes,
-             "class_seed": class_seed, "partition_seed": partition_seed, "held_out": held_out, "scene": scene,
-             "main_color": main_color}
-    return {k: v for k, v in given.items() if v is not None}
+def with_task_options(fn: F) -> F:
+    """Give a command every task option as a CLI option; `fn` receives the given ones as `task_options` (a dict)."""
+    sig = inspect.signature(fn, eval_str=True)
+    own = [p for p in sig.parameters.values() if p.name != "task_options"]
+    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option, annotation=kind)
+             for name, (kind, option) in TASK_OPTIONS.items()]
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        given = {name: kwargs.pop(name, None) for name in TASK_OPTIONS}
+        return fn(*args, task_options={k: v for k, v in given.items() if v is not None}, **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=[*own, *added])  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]

@@ -221,7 +221,7 @@ def objects_task(
     held = world.held_out_compositions()
     pool = [k for k in world.OBJECT_KINDS if held_out or (k.color, k.shape) not in held]
     if not isinstance(n_classes, int) or isinstance(n_classes, bool) or not 2 <= n_classes <= len(pool):
-        extra = "" if held_out else " (held_out=True admits the kinds held out of pretraining)"
+        extra = "" if held_out else " (--held-out admits the kinds held out of pretraining)"
         raise SubptError(f"--n-classes must be an integer in 2..{len(pool)}{extra}, got {n_classes!r}")
     if not isinstance(class_seed, int) or isinstance(class_seed, bool) or class_seed < 0:
         raise SubptError(f"--class-seed must be a non-negative integer, got {class_seed!r}")
