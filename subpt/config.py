@@ -13,6 +13,7 @@ from subpt.errors import SubptError
 from subpt.prompts import PromptConfig
 
 PRECISIONS = ("fp32", "bf16", "fp16")
+STAMP_KEYS = ("_hash", "_basis_sha256")  # written by TrainConfig.save next to the settings, not settings
 SUBSAMPLES = ("base", "all")
 
 
@@ -102,9 +103,21 @@ class TrainConfig:
         """Plain dict of all settings."""
         return asdict(self)
 
+    def basis_sha256(self) -> str | None:
+        """SHA-256 of the basis file's content (None without a basis or when the file cannot be read)."""
+        if not self.basis:
+            return None
+        try:
+            return hashlib.sha256(Path(self.basis).read_bytes()).hexdigest()
+        except OSError:
+            return None
+
     def hash(self) -> str:
-        """Hash of everything that changes the numbers: not where the data lives nor the device it runs on."""
+        """Hash of everything that changes the numbers: not where the data lives nor the device it runs on, but
+        the basis file's content, not only its path."""
         d = {k: v for k, v in self.to_dict().items() if k not in ("root", "device")}
+        if self.basis:
+            d["basis_sha256"] = self.basis_sha256()
         blob = json.dumps(d, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
@@ -118,8 +131,20 @@ class TrainConfig:
         return cls(**d)
 
     def save(self, path: Path) -> None:
-        """Write config.json (with the hash)."""
-        path.write_text(json.dumps({**self.to_dict(), "_hash": self.hash()}, indent=2, sort_keys=True) + "\n")
+        """Write config.json, with the hash and the basis file's digest at the time the run starts."""
+        stamp = {"_hash": self.hash(), "_basis_sha256": self.basis_sha256()}
+        path.write_text(json.dumps({**self.to_dict(), **stamp}, indent=2, sort_keys=True) + "\n")
+
+    @staticmethod
+    def saved_stamp(path: Path) -> dict[str, str | None]:
+        """The hash and basis digest that config.json was saved with ({} when it cannot be read)."""
+        try:
+            d = json.loads(Path(path).read_text())
+        except (OSError, ValueError):
+            return {}
+        if not isinstance(d, dict):
+            return {}
+        return {"hash": d.get("_hash"), "basis_sha256": d.get("_basis_sha256")}
 
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
@@ -130,5 +155,6 @@ class TrainConfig:
             raise SubptError(f"{path} is missing: is this a run folder written by `subpt train`?") from e
         except json.JSONDecodeError as e:
             raise SubptError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from e
-        d.pop("_hash", None)
+        for key in STAMP_KEYS:
+            d.pop(key, None)
         return cls.from_dict(d, source=str(path))

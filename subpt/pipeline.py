@@ -103,9 +103,11 @@ def run_pipeline(
 
 def train_stage(cfg: TrainConfig, run_dir: Path, progress: bool = True, resume: bool = False,
                 overwrite: bool = False) -> None:
-    """Train one run; with `resume`, a finished run is kept and an interrupted one continues from its checkpoint."""
+    """Train one run; with `resume`, a finished run with the same settings (and basis content) is kept and an
+    interrupted one continues from its checkpoint; a run with other settings is trained again."""
     run_dir = Path(run_dir)
-    if resume and (run_dir / "ckpt" / "last.pt").is_file():
+    same = TrainConfig.saved_stamp(run_dir / "config.json").get("hash") == cfg.hash()
+    if resume and same and (run_dir / "ckpt" / "last.pt").is_file():
         if _finished(cfg, run_dir):
             return
         train(cfg, run_dir, resume=True, progress=progress)
@@ -115,9 +117,6 @@ def train_stage(cfg: TrainConfig, run_dir: Path, progress: bool = True, resume: 
 
 def _finished(cfg: TrainConfig, run_dir: Path) -> bool:
     """Whether `run_dir` holds this very run (same settings) with every epoch done."""
-    try:
-        saved = TrainConfig.load(run_dir / "config.json")
-    except (OSError, SubptError, ValueError):
-        return False
+    stamp = TrainConfig.saved_stamp(run_dir / "config.json")
     metrics = read_metrics(run_dir)
-    return saved.hash() == cfg.hash() and bool(metrics) and metrics[-1]["epoch"] == cfg.epochs
+    return stamp.get("hash") == cfg.hash() and bool(metrics) and metrics[-1]["epoch"] == cfg.epochs

@@ -163,7 +163,7 @@ ZEROSHOT = "zeroshot"
 
 def read_run_config(run_dir: Path) -> tuple[Any, str | None]:
     """(TrainConfig, marker) of a run folder; marker is 'zeroshot' for a zero-shot folder, else None."""
-    from subpt.config import TrainConfig
+    from subpt.config import STAMP_KEYS, TrainConfig
 
     path = Path(run_dir) / "config.json"
     try:
@@ -176,7 +176,8 @@ def read_run_config(run_dir: Path) -> tuple[Any, str | None]:
         raise SubptError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from e
     marker = d.pop("method", None)
     d.pop("templates", None)
-    d.pop("_hash", None)
+    for key in STAMP_KEYS:
+        d.pop(key, None)
     return TrainConfig.from_dict(d, source=str(path)), marker
 
 

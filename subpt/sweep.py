@@ -273,6 +273,7 @@ def _material(d: dict) -> dict:
 
 def run_state(s: SweepSettings, job: Job) -> tuple[str, str]:
     """(state, detail): 'new', 'finished', 'resume', 'restart' or 'conflict' (other settings in the folder)."""
+    from subpt.config import TrainConfig
     from subpt.train import read_metrics
 
     run = Path(job.run_dir)
@@ -293,10 +294,13 @@ def run_state(s: SweepSettings, job: Job) -> tuple[str, str]:
     if job.method == ZEROSHOT:
         return ("finished", "") if (run / "zeroshot.json").is_file() else ("restart", "no zeroshot.json")
     metrics = read_metrics(run)
+    stamp = TrainConfig.saved_stamp(run / "config.json")
+    if cfg.basis and stamp.get("basis_sha256") != cfg.basis_sha256():
+        return "restart", "basis file changed"
     if len(metrics) == cfg.epochs and "base_acc" in metrics[-1]:
         return "finished", ""
     done = len(metrics)
-    if (run / "ckpt" / "last.pt").is_file() and saved.hash() == cfg.hash():
+    if (run / "ckpt" / "last.pt").is_file() and stamp.get("hash") == cfg.hash():
         return "resume", f"from epoch {done}/{cfg.epochs}"
     return "restart", f"interrupted at epoch {done}/{cfg.epochs}"
 

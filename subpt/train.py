@@ -283,8 +283,12 @@ def train(
         raise SubptError("--device cuda: no CUDA GPU is visible; use --device cpu")
     _check_run_dir(run_dir, resume, overwrite)
     if resume:
-        saved = TrainConfig.load(run_dir / "config.json")
-        if saved.hash() != cfg.hash():
+        TrainConfig.load(run_dir / "config.json")  # a clear error when it is unreadable
+        stamp = TrainConfig.saved_stamp(run_dir / "config.json")
+        if cfg.basis and stamp.get("basis_sha256") != cfg.basis_sha256():
+            raise SubptError(f"--resume: the basis file {cfg.basis} has changed since {run_dir} started; resume with "
+                             "the basis it was trained with, or start the run again with --overwrite")
+        if stamp.get("hash") != cfg.hash():
             raise SubptError(f"--resume: the settings differ from {run_dir / 'config.json'}; resume with the same settings")
 
     # Everything that can fail on bad input happens before the run folder is touched.

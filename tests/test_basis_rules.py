@@ -16,7 +16,7 @@ from gradflow.windows import resolve_window
 from subpt.config import TrainConfig
 from subpt.errors import SubptError
 from subpt.pipeline import basis_rank, run_basis, run_pipeline
-from subpt.train import train
+from subpt.train import read_metrics, train
 
 SMALL = dict(dataset="world-color-shape-36", shots=2, epochs=3, n_ctx=4, dataset_options={"test_per_class": 4})
 
@@ -140,3 +140,36 @@ def test_percent_window_is_the_same_epochs_for_snapshots_and_grads(tmp_path: Pat
     explicit = resolve_window("epochs:0-5", store, "snapshots")  # an explicit bound may still select epoch 0
     assert store.scalars("snapshots", **explicit.as_kwargs())["epoch"].tolist() == [0, 1, 2, 3, 4, 5]
     assert json.loads(store.metadata["dataset_options"])["test_per_class"] == 4
+
+
+def test_a_basis_replaced_at_the_same_path_is_not_reused(tmp_path: Path) -> None:
+    """The config hash covers the basis file's content: resume refuses, and the pipeline and sweep retrain."""
+    from subpt.pipeline import train_stage
+    from subpt.sweep import SweepSettings, plan_jobs, run_state
+
+    train(small_config(), tmp_path / "coop", progress=False)
+    bpath = tmp_path / "early.pt"
+    run_basis(tmp_path / "coop", "epochs:1-3", 1, bpath)
+    cfg = small_config(basis=str(bpath))
+    train(cfg, tmp_path / "subpt", progress=False, stop_after=2)
+    run_basis(tmp_path / "coop", "epochs:1-3", 1, bpath, source="snapshots", center=False)  # basis B, same path
+    assert small_config(basis=str(bpath)).hash() != json.loads((tmp_path / "subpt" / "config.json").read_text())["_hash"]
+    with pytest.raises(SubptError, match="basis file .* has changed"):
+        train(small_config(basis=str(bpath)), tmp_path / "subpt", resume=True, progress=False)
+    train_stage(small_config(basis=str(bpath)), tmp_path / "subpt", resume=True, progress=False)
+    saved = json.loads((tmp_path / "subpt" / "config.json").read_text())
+    assert saved["_basis_sha256"] == small_config(basis=str(bpath)).basis_sha256()  # retrained on basis B
+    assert [m["epoch"] for m in read_metrics(tmp_path / "subpt")] == [1, 2, 3]
+
+    # A sweep's finished SubPT run whose basis file changed is trained again, not skipped.
+    s = SweepSettings(protocol="base2novel", datasets=["world-color-shape-36"], seeds=[1], methods=["coop", "subpt"],
+                      shots=[2], out=str(tmp_path / "sw"), epochs=3, n_ctx=4,
+                      embedded_options={"test_per_class": 4}, device="cpu")
+    from subpt.sweep import run_sweep
+
+    run_sweep(s, echo=lambda _: None)
+    job = next(j for j in plan_jobs(s) if j.method == "subpt")
+    assert run_state(s, job)[0] == "finished"
+    basis_file = Path(job.run_dir).parent / "basis_coop.pt"
+    run_basis(Path(job.run_dir).parent / "coop", "epochs:1-3", 1, basis_file, center=False)
+    assert run_state(s, job) == ("restart", "basis file changed")
