@@ -16,8 +16,9 @@ novel names share no word. Options:
 `world-color-shape`: 64 classes such as "red triangle" (8 colours x 8 shapes); by default labels are ordered
 so that CoOp's rule gives every colour and shape in both halves and 4 of the 8 compositions held out of
 pretraining to each half; `partition_seed` draws a random order. `world-color-shape-36` is the 6 x 6 variant.
-Extra test splits: `test_cue_flipped` (every image shows the cue of a different class) and, for the background
-cue, `test_cue_fixed` (every image on one neutral background, the first one). Test images never carry the cue.
+Extra test splits, for a task with a cue: `test_cue_flipped` (every image shows the cue of a different class) and,
+for the background cue, `test_cue_fixed` (every image on one neutral background, the first one). Test images never
+carry the cue.
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ def _task(name: str, classes: list[WorldClass], shots: int, seed: int, cue: str,
     def split(split_name: str, per_class: int, split_seed: int) -> list[Item]:
         return _split(classes, per_class, split_seed, split_name, cue, cue_strength, noise, key, scene, main_color)
 
-    extra = {"test_cue_flipped": split("test_cue_flipped", test_per_class, 0)}
+    extra = {} if cue == "none" else {"test_cue_flipped": split("test_cue_flipped", test_per_class, 0)}
     if cue == "background":
         extra["test_cue_fixed"] = split("test_cue_fixed", test_per_class, 0)
     return TaskData(
