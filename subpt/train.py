@@ -325,6 +325,8 @@ def train(
             zs = zero_shot_metrics(backbone, splits, [splits.task.template])
             (run_dir / "zeroshot.json").write_text(json.dumps(zs, indent=2) + "\n")
         metrics = [m for m in read_metrics(run_dir) if m["epoch"] <= start_epoch]
+        if last is not None and "record" in last and (not metrics or metrics[-1]["epoch"] < start_epoch):
+            metrics.append(dict(last["record"]))  # killed after the checkpoint, before its metrics line
         (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
     else:
         metrics = []
@@ -387,11 +389,13 @@ def train(
 
 def _save_epoch(run_dir: Path, ctx: torch.Tensor, optimizer: torch.optim.Optimizer, epoch: int, step: int,
                 cfg: TrainConfig, record: dict) -> None:
-    """Checkpoint first, then the metrics line: a crash between them only repeats an epoch's line on resume."""
+    """Checkpoint first, then the metrics line. The checkpoint also holds the epoch's metrics record, so a crash
+    between the two loses nothing: resume restores the line from the checkpoint."""
     value = ctx.detach().cpu().clone()
     _atomic_torch_save({"ctx": value, "epoch": epoch}, run_dir / "ckpt" / f"ctx_{epoch:03d}.pt")
     _atomic_torch_save(
-        {"ctx": value, "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step, "config_hash": cfg.hash()},
+        {"ctx": value, "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step, "config_hash": cfg.hash(),
+         "record": record},
         run_dir / "ckpt" / "last.pt",
     )
     _append_line(run_dir / "metrics.jsonl", record)
