@@ -18,7 +18,7 @@ from rich.console import Console
 from subpt.config import TrainConfig
 from subpt.errors import SubptError
 from subpt.figures import plot_accuracy_curves
-from subpt.study import DEFAULT_GRID, METHODS, Variant, basis_plan, run_unit, study_config
+from subpt.study import DEFAULT_GRID, METHODS, Variant, basis_plan, coop_curve, run_unit, study_config
 from subpt.summary import aggregate, fmt, mean_std, method_table
 from subpt.train import read_metrics
 
@@ -84,14 +84,7 @@ def summarise(runs: dict[str, list[Path]], **extra: object) -> dict:
     zero = [json.loads((r / "zeroshot.json").read_text()) for r in runs["CoOp"]]
     rows = {"zero-shot": zero, **finals}
     table = aggregate(rows)
-    peaks = []
-    for r in runs["CoOp"]:
-        ms = read_metrics(r)
-        best = max(ms, key=lambda m: m["base_acc"])
-        best_novel = max(ms, key=lambda m: m["novel_acc"])
-        peaks.append({"peak_base": best["base_acc"], "peak_epoch": best["epoch"], "final_base": ms[-1]["base_acc"],
-                      "peak_novel": best_novel["novel_acc"], "peak_novel_epoch": best_novel["epoch"],
-                      "final_novel": ms[-1]["novel_acc"]})
+    peaks = [coop_curve(r) for r in runs["CoOp"]]
     curves = {
         m: {
             "epoch": [x["epoch"] for x in read_metrics(rs[0])],
@@ -109,14 +102,14 @@ def print_summary(summary: dict, console: Console) -> None:
     title = f"{summary['task']['dataset']} ({task or 'default task'}): final epoch, mean ± std over {summary['seeds']} seeds"
     console.print(method_table(summary["table"], title))
     p = summary["coop_peak"]
-    pb = mean_std([x["peak_base"] for x in p])
-    fb = mean_std([x["final_base"] for x in p])
-    epochs = ", ".join(str(x["peak_epoch"]) for x in p)
+    pb = mean_std([x["base_peak"] for x in p])
+    fb = mean_std([x["base_final"] for x in p])
+    epochs = ", ".join(str(x["base_peak_epoch"]) for x in p)
     console.print(f"CoOp base accuracy peaks at {fmt(*pb)} (epochs {epochs}) and ends at {fmt(*fb)}: "
                   f"a drop of {pb[0] - fb[0]:.2f} points.")
-    pn = mean_std([x["peak_novel"] for x in p])
-    fn = mean_std([x["final_novel"] for x in p])
-    n_epochs = ", ".join(str(x["peak_novel_epoch"]) for x in p)
+    pn = mean_std([x["novel_peak"] for x in p])
+    fn = mean_std([x["novel_final"] for x in p])
+    n_epochs = ", ".join(str(x["novel_peak_epoch"]) for x in p)
     zs = summary["table"]["zero-shot"]["novel_acc"][0]
     console.print(f"CoOp novel accuracy peaks at {fmt(*pn)} (epochs {n_epochs}) and ends at {fmt(*fn)}; "
                   f"zero-shot: {zs:.2f}.")

@@ -108,15 +108,9 @@ def train_stage(cfg: TrainConfig, run_dir: Path, progress: bool = True, resume: 
     run_dir = Path(run_dir)
     same = TrainConfig.saved_stamp(run_dir / "config.json").get("hash") == cfg.hash()
     if resume and same and (run_dir / "ckpt" / "last.pt").is_file():
-        if _finished(cfg, run_dir):
-            return
+        metrics = read_metrics(run_dir)
+        if metrics and metrics[-1]["epoch"] == cfg.epochs:
+            return  # this very run, every epoch done
         train(cfg, run_dir, resume=True, progress=progress)
     else:
         train(cfg, run_dir, overwrite=resume or overwrite, progress=progress)
-
-
-def _finished(cfg: TrainConfig, run_dir: Path) -> bool:
-    """Whether `run_dir` holds this very run (same settings) with every epoch done."""
-    stamp = TrainConfig.saved_stamp(run_dir / "config.json")
-    metrics = read_metrics(run_dir)
-    return stamp.get("hash") == cfg.hash() and bool(metrics) and metrics[-1]["epoch"] == cfg.epochs

@@ -130,14 +130,18 @@ def unit_record(runs: dict[str, Path]) -> dict[str, Any]:
     for m in METHODS:
         last = read_metrics(runs[m])[-1]
         rec[m] = {k: last[k] for k in ("base_acc", "novel_acc", "hm")}
-    coop = read_metrics(runs["CoOp"])
-    peak_b = max(coop, key=lambda x: x["base_acc"])
-    peak_n = max(coop, key=lambda x: x["novel_acc"])
-    rec["coop_curve"] = {"base_peak": peak_b["base_acc"], "base_peak_epoch": peak_b["epoch"],
-                         "base_final": coop[-1]["base_acc"], "novel_peak": peak_n["novel_acc"],
-                         "novel_peak_epoch": peak_n["epoch"], "novel_final": coop[-1]["novel_acc"],
-                         "train_final": coop[-1]["train_acc"]}
+    rec["coop_curve"] = coop_curve(runs["CoOp"])
     return rec
+
+
+def coop_curve(run_dir: Path) -> dict[str, float]:
+    """A CoOp run's base and novel peaks (value and epoch), finals, and final train accuracy."""
+    ms = read_metrics(run_dir)
+    peak_b = max(ms, key=lambda x: x["base_acc"])
+    peak_n = max(ms, key=lambda x: x["novel_acc"])
+    return {"base_peak": peak_b["base_acc"], "base_peak_epoch": peak_b["epoch"], "base_final": ms[-1]["base_acc"],
+            "novel_peak": peak_n["novel_acc"], "novel_peak_epoch": peak_n["epoch"], "novel_final": ms[-1]["novel_acc"],
+            "train_final": ms[-1]["train_acc"]}
 
 
 # The paper's claims, each a test on one (variant, seed) record.
