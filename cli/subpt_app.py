@@ -145,10 +145,10 @@ def basis(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """The reference SubPT basis of a run in one command: centred ctx snapshots after epochs 1..t_early, top r."""
-    from subpt.config import TrainConfig
     from subpt.pipeline import default_rank, reference_setting, run_basis
+    from subpt.runs import load_config
 
-    cfg = TrainConfig.load(run / "config.json")
+    cfg = load_config(run)
     ref_t, _ = reference_setting(cfg.shots, cfg.subsample == "base")
     t = min(t_early or ref_t, cfg.epochs)
     window = f"epochs:{cfg.epochs - t + 1}-{cfg.epochs}" if late else f"epochs:1-{t}"
@@ -232,7 +232,7 @@ def build_embedded(
 @run_guarded
 def datasets() -> None:
     """List the dataset names."""
-    from subpt.data.registry import dataset_names, needs_root
+    from subpt.data.catalogue import dataset_names, needs_root
 
     for name in dataset_names():
         print(f"{name}{'' if needs_root(name) else '  (embedded, offline)'}")

@@ -14,7 +14,6 @@ Definitions, for bases with orthonormal rows U_a (r_a, D) and U_b (r_b, D):
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ import numpy as np
 import scipy.linalg
 import torch
 
+from gradflow.atomic import atomic_torch_save
 from gradflow.errors import GradflowError
 from gradflow.spectrum import Spectrum, compute_spectrum
 from gradflow.trajectory import TrajectoryStore
@@ -114,13 +114,7 @@ class Basis:
     def save(self, path: str | Path) -> Path:
         """Write the basis to ``path`` atomically (tmp file + rename) with torch.save; returns the path."""
         p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f"{p.name}.tmp-{os.getpid()}")
-        with open(tmp, "wb") as fh:
-            torch.save(self.to_dict(), fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
+        atomic_torch_save(self.to_dict(), p, fsync=True, mkdir=True)
         self.path = str(p)
         return p
 

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from gradflow.atomic import TMP_MARK, atomic_open, atomic_write_json, fsync_dir
 from gradflow.errors import GradflowError
 
 FORMAT = "gradflow-trajectory"
@@ -37,43 +38,19 @@ SCALAR_DTYPE = np.dtype([("step", "<i8"), ("epoch", "<i8"), ("loss", "<f8"), ("l
 _NP_STORAGE = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2"), "bfloat16": np.dtype("<u2")}
 _TORCH_STORAGE = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _CHUNK_RE = re.compile(r"^chunk_(\d{6,})\.npy$")
-_TMP_MARK = ".tmp-"
 MAX_BUFFER_BYTES = 1 << 30  # one chunk buffer in memory (two while a chunk is being written)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Flush a directory entry (rename) to disk where the OS allows it."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
     """Write ``array`` to ``path`` via a fsync'd temporary file and a rename."""
-    tmp = path.with_name(f"{path.name}{_TMP_MARK}{os.getpid()}")
-    with open(tmp, "wb") as fh:
+    with atomic_open(path, "wb", fsync=True) as fh:
         np.save(fh, array, allow_pickle=False)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _atomic_write_json(path: Path, obj: Any) -> None:
     """Replace the JSON file ``path`` atomically (tmp + fsync + os.replace)."""
-    tmp = path.with_name(f"{path.name}{_TMP_MARK}{os.getpid()}")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=1)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    atomic_write_json(path, obj, fsync=True, indent=1)
+    fsync_dir(path.parent)
 
 
 def _bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
@@ -310,7 +287,7 @@ class TrajectoryStore:
                 listed.add(c["file"])
                 listed.add(self._scalars_file(c))
         for name in os.listdir(self.path):
-            if _TMP_MARK in name and name.startswith(MANIFEST):
+            if TMP_MARK in name and name.startswith(MANIFEST):
                 (self.path / name).unlink(missing_ok=True)
         for stream in STREAMS:
             folder = self.path / stream
@@ -319,7 +296,7 @@ class TrajectoryStore:
                 continue
             for name in os.listdir(folder):
                 rel = f"{stream}/{name}"
-                if _TMP_MARK in name or (name.startswith("chunk_") and rel not in listed):
+                if TMP_MARK in name or (name.startswith("chunk_") and rel not in listed):
                     (folder / name).unlink(missing_ok=True)
 
     def _check_params(self, entries: list[dict[str, Any]], dtype: str) -> None:
@@ -516,7 +493,7 @@ class TrajectoryStore:
         folder.mkdir(exist_ok=True)
         _atomic_save_npy(folder / f"{name}.npy", np.ascontiguousarray(data))
         _atomic_save_npy(folder / f"{name}.scalars.npy", np.ascontiguousarray(scalars))
-        _fsync_dir(folder)
+        fsync_dir(folder)
         return {
             "file": f"{stream}/{name}.npy",
             "scalars": f"{stream}/{name}.scalars.npy",

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from subpt.data.registry import resolve_options
+from subpt.data.catalogue import resolve_options
 from subpt.errors import SubptError
 from subpt.prompts import PromptConfig
 

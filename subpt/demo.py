@@ -18,9 +18,9 @@ from rich.console import Console
 from subpt.config import TrainConfig
 from subpt.errors import SubptError
 from subpt.figures import plot_accuracy_curves
+from subpt.runs import read_metrics, read_zeroshot
 from subpt.study import DEFAULT_GRID, METHODS, Variant, basis_plan, coop_curve, run_unit, study_config
 from subpt.summary import aggregate, fmt, mean_std, method_table
-from subpt.train import read_metrics
 
 DEMO_VARIANT = DEFAULT_GRID[0]
 
@@ -81,7 +81,7 @@ def run_demo(
 def summarise(runs: dict[str, list[Path]], **extra: object) -> dict:
     """Final-epoch Base/Novel/HM per method, zero-shot, CoOp's peak-then-drop, and mean curves."""
     finals = {m: [read_metrics(r)[-1] for r in rs] for m, rs in runs.items()}
-    zero = [json.loads((r / "zeroshot.json").read_text()) for r in runs["CoOp"]]
+    zero = [read_zeroshot(r) for r in runs["CoOp"]]
     rows = {"zero-shot": zero, **finals}
     table = aggregate(rows)
     peaks = [coop_curve(r) for r in runs["CoOp"]]

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 
 from subpt.backbone import Backbone
-from subpt.prompts import encode_tokens
+from subpt.prompts import PromptLearner, encode_tokens
+
+if TYPE_CHECKING:
+    from subpt.splits import Splits
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
@@ -47,3 +51,32 @@ def zero_shot_classifier(
         mean = torch.stack(per_template).mean(dim=0)
         out.append(F.normalize(mean, dim=-1))
     return torch.cat(out)
+
+
+@torch.no_grad()
+def evaluate_run(learner: PromptLearner, splits: Splits, chunk: int | None = None) -> dict:
+    """Base and novel test accuracy (percent) and their HM with the current context."""
+    scale = learner.backbone.model.logit_scale
+    base_acc = accuracy(classify(splits.base_test[0], learner.text_features(chunk_size=chunk), scale), splits.base_test[1])
+    novel_acc = float("nan")
+    if splits.novel_test is not None and learner.ctx.dim() == 2:
+        prompts = learner.prompts_for(splits.novel.classnames)
+        novel_acc = accuracy(
+            classify(splits.novel_test[0], learner.text_features(prompts, chunk_size=chunk), scale), splits.novel_test[1]
+        )
+    return {"base_acc": base_acc, "novel_acc": novel_acc, "hm": harmonic_mean(base_acc, novel_acc)}
+
+
+@torch.no_grad()
+def zero_shot_metrics(backbone: Backbone, splits: Splits, templates: list[str]) -> dict:
+    """Zero-shot CLIP accuracy on the run's base and novel test sets."""
+    scale = backbone.model.logit_scale
+    base = accuracy(
+        classify(splits.base_test[0], zero_shot_classifier(backbone, splits.base.classnames, templates), scale),
+        splits.base_test[1],
+    )
+    novel = float("nan")
+    if splits.novel_test is not None:
+        w = zero_shot_classifier(backbone, splits.novel.classnames, templates)
+        novel = accuracy(classify(splits.novel_test[0], w, scale), splits.novel_test[1])
+    return {"base_acc": base, "novel_acc": novel, "hm": harmonic_mean(base, novel), "templates": templates}

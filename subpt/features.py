@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -12,6 +11,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from gradflow.atomic import atomic_torch_save
 from subpt.backbone import Backbone
 from subpt.data.base import Item, TaskData
 
@@ -40,14 +40,6 @@ def feature_key(backbone: Backbone, task: TaskData, items: list[Item]) -> str:
     for it in items:
         h.update(repr((it.source, it.label)).encode())
     return h.hexdigest()[:24]
-
-
-def _atomic_save(obj: object, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 @torch.no_grad()
@@ -81,5 +73,5 @@ def image_features(
     width = backbone.embed_dim
     features = torch.cat(feats) if feats else torch.empty(0, width)
     if use_cache:
-        _atomic_save({"features": features, "labels": labels}, path)
+        atomic_torch_save({"features": features, "labels": labels}, path, mkdir=True)
     return features.to(device), labels.to(device)

@@ -7,13 +7,12 @@ loss = CE(base images) + lambda * mean_i (1 - cos(student_i, teacher_i))
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
+from gradflow.atomic import atomic_torch_save
 from subpt.backbone import Backbone
 from subpt.data.base import TaskData, base_novel_labels
 from subpt.errors import SubptError
@@ -56,11 +55,7 @@ def teacher_features(backbone: Backbone, names: Sequence[str], templates: Sequen
         except Exception:
             path.unlink(missing_ok=True)
     feats = zero_shot_classifier(backbone, names, templates).cpu()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    os.close(fd)
-    torch.save(feats, tmp)
-    os.replace(tmp, path)
+    atomic_torch_save(feats, path, mkdir=True)
     return feats.to(backbone.device)
 
 

@@ -14,9 +14,10 @@ from pathlib import Path
 from gradflow.subspace import Basis
 from gradflow.windowbasis import check_window_rank, window_basis
 from gradflow.windows import Window
+from subpt import runs
 from subpt.config import TrainConfig
 from subpt.errors import SubptError
-from subpt.train import read_metrics, train
+from subpt.train import train
 
 # (t_early, r) of the reference code, by shots; base-to-novel uses its own pair.
 REFERENCE_BY_SHOTS = {1: (10, 5), 2: (20, 10), 4: (30, 10), 8: (40, 10), 16: (50, 10)}
@@ -106,10 +107,8 @@ def train_stage(cfg: TrainConfig, run_dir: Path, progress: bool = True, resume: 
     """Train one run; with `resume`, a finished run with the same settings (and basis content) is kept and an
     interrupted one continues from its checkpoint; a run with other settings is trained again."""
     run_dir = Path(run_dir)
-    same = TrainConfig.saved_stamp(run_dir / "config.json").get("hash") == cfg.hash()
-    if resume and same and (run_dir / "ckpt" / "last.pt").is_file():
-        metrics = read_metrics(run_dir)
-        if metrics and metrics[-1]["epoch"] == cfg.epochs:
+    if resume and runs.can_resume(run_dir, cfg):
+        if runs.is_finished(runs.read_metrics(run_dir), cfg.epochs):
             return  # this very run, every epoch done
         train(cfg, run_dir, resume=True, progress=progress)
     else:

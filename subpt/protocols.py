@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gradflow.atomic import atomic_write_json
 from subpt.errors import SubptError
 
 # CoOp's 11 few-shot datasets (CoOp's order) and the four ImageNet variants.
@@ -158,36 +157,7 @@ def get_protocol(name: str) -> Protocol:
 # ----------------------------------------------------------------------------------------------------
 # Run folders written by the sweep: a zero-shot "run" is config.json (with method "zeroshot") + zeroshot.json.
 
-ZEROSHOT = "zeroshot"
-
-
-def read_run_config(run_dir: Path) -> tuple[Any, str | None]:
-    """(TrainConfig, marker) of a run folder; marker is 'zeroshot' for a zero-shot folder, else None."""
-    from subpt.config import STAMP_KEYS, TrainConfig
-
-    path = Path(run_dir) / "config.json"
-    try:
-        d = json.loads(path.read_text())
-    except FileNotFoundError as e:
-        raise SubptError(
-            f"{path} is missing: is {run_dir} a run folder of `subpt train` or `subpt sweep`?"
-        ) from e
-    except json.JSONDecodeError as e:
-        raise SubptError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from e
-    marker = d.pop("method", None)
-    d.pop("templates", None)
-    for key in STAMP_KEYS:
-        d.pop(key, None)
-    return TrainConfig.from_dict(d, source=str(path)), marker
-
-
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to a temporary file and rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+ZEROSHOT = "zeroshot"  # the sweep's zero-shot method; subpt.runs marks its folders with the same name
 
 
 def target_build_options(target: str, options: dict | None) -> dict:
@@ -244,11 +214,10 @@ def transfer_eval(
     import torch
 
     from subpt.backbone import load_backbone
-    from subpt.data.registry import build_task
+    from subpt.data.catalogue import build_task
     from subpt.evaluate import accuracy, classify, zero_shot_classifier
     from subpt.features import image_features
-    from subpt.prompts import PromptLearner
-    from subpt.runs import load_ctx
+    from subpt.runs import learner_with_ctx, load_ctx, read_run_config
 
     run_dir = Path(run_dir)
     cfg, marker = read_run_config(run_dir)
@@ -280,12 +249,7 @@ def transfer_eval(
         if ctx is None:
             text = zero_shot_classifier(backbone, task.classnames, [task.template])
         else:
-            learner = PromptLearner(backbone, task.classnames, cfg.prompt_config(), seed=cfg.seed)
-            if tuple(ctx.shape) != tuple(learner.ctx.shape):
-                raise SubptError(
-                    f"{run_dir}: saved ctx has shape {tuple(ctx.shape)} but its config gives {tuple(learner.ctx.shape)}"
-                )
-            learner.ctx.copy_(ctx.to(learner.ctx.device))
+            learner = learner_with_ctx(backbone, task.classnames, cfg, ctx, str(run_dir))
             text = learner.text_features(learner.prompts_for(task.classnames), chunk_size=cfg.text_chunk)
         acc = accuracy(classify(feats, text, scale), labels)
     result = {
@@ -303,5 +267,5 @@ def transfer_eval(
         "model": cfg.model,
         "pretrained": cfg.pretrained,
     }
-    write_json_atomic(transfer_path(run_dir, target_dataset), result)
+    atomic_write_json(transfer_path(run_dir, target_dataset), result, mkdir=True, indent=2, sort_keys=True)
     return result

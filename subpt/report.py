@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field, fields
@@ -29,12 +27,14 @@ from typing import Any
 
 import numpy as np
 
+from gradflow.atomic import atomic_write_text
 from gradflow.errors import GradflowError
 from gradflow.trajectory import resolve
 from gradflow.windows import parse_window
 from subpt import report_figs as figs
 from subpt import report_html as H
 from subpt.errors import SubptError
+from subpt.evaluate import harmonic_mean
 from subpt.report_data import (
     RunData,
     Sentence,
@@ -177,10 +177,7 @@ def _analyse_run(run: RunData, opts: ReportOptions, backbones: Backbones, stack:
     if run.zeroshot is None and rep.classes is not None and run.metrics:
         by = {g.group: g.zero_shot_acc for g in rep.classes.groups}
         run.zeroshot = {"base_acc": by.get("base", by.get("all")), "novel_acc": by.get("novel", float("nan"))}
-        b, n = run.zeroshot["base_acc"], run.zeroshot["novel_acc"]
-        run.zeroshot["hm"] = (
-            2 * b * n / (b + n) if b is not None and math.isfinite(n) and b + n > 0 else float("nan")
-        )
+        run.zeroshot["hm"] = harmonic_mean(run.zeroshot["base_acc"], run.zeroshot["novel_acc"])
         rep.note(
             "accuracy",
             "zero-shot lines recomputed by this report with the dataset template (zeroshot.json missing)",
@@ -669,14 +666,7 @@ def _render(
 def _write(text: str, out: Path) -> Path:
     out = Path(out)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, out)
+        atomic_write_text(out, text, mkdir=True)
     except OSError as e:
         raise SubptError(f"cannot write the report {out} ({e.strerror or e}): choose another -o path") from e
     return out

@@ -12,11 +12,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from subpt import runs
 from subpt.config import TrainConfig
 from subpt.errors import SubptError
-from subpt.train import read_metrics
-
-RUN_FILES = ("config.json", "metrics.jsonl", "zeroshot.json", "ckpt", "trajectory")
 
 
 def finite(x: Any) -> bool:
@@ -42,7 +40,7 @@ class RunData:
     @property
     def has_trajectory(self) -> bool:
         """Whether the folder has a trajectory/ folder (readable or not)."""
-        return (self.path / "trajectory").exists()
+        return runs.trajectory_path(self.path).exists()
 
 
 def load_run(path: str | Path, name: str | None = None) -> RunData:
@@ -52,24 +50,23 @@ def load_run(path: str | Path, name: str | None = None) -> RunData:
         raise SubptError(f"{p} does not exist: pass a run folder written by `subpt train --out RUN`")
     if not p.is_dir():
         raise SubptError(f"{p} is not a folder: pass a run folder written by `subpt train --out RUN`")
-    if not any((p / f).exists() for f in RUN_FILES):
+    if not any((p / f).exists() for f in runs.RUN_FILES):
         raise SubptError(
-            f"{p} is not a run folder (none of {', '.join(RUN_FILES)} is there): pass the --out folder of `subpt train`"
+            f"{p} is not a run folder (none of {', '.join(runs.RUN_FILES)} is there): pass the --out folder of `subpt train`"
         )
     run = RunData(path=p, name=name or p.name)
     try:
-        run.config = TrainConfig.load(p / "config.json")
+        run.config = runs.load_config(p)
     except SubptError as e:
         run.note(
             "config", f"{e}; the sections that need the model (decoded context, classes, cue) are left out"
         )
-    mpath = p / "metrics.jsonl"
+    mpath = p / runs.METRICS
     if not mpath.is_file():
         run.note("accuracy", f"{mpath} is missing: no accuracy curves (train the run with `subpt train`)")
     else:
-        run.metrics = read_metrics(p)
-        lines = [ln for ln in mpath.read_text().splitlines() if ln.strip()]
-        if len(lines) > len(run.metrics):
+        run.metrics = runs.read_metrics(p)
+        if runs.metrics_lines(p) > len(run.metrics):
             run.note(
                 "accuracy",
                 f"{mpath} line {len(run.metrics) + 1} is incomplete (interrupted run?): "
@@ -77,9 +74,9 @@ def load_run(path: str | Path, name: str | None = None) -> RunData:
             )
         if not run.metrics:
             run.note("accuracy", f"{mpath} holds no complete epoch yet")
-    zpath = p / "zeroshot.json"
+    zpath = p / runs.ZEROSHOT
     try:
-        run.zeroshot = json.loads(zpath.read_text())
+        run.zeroshot = runs.read_zeroshot(p)
     except FileNotFoundError:
         run.note("accuracy", f"{zpath} is missing: no zero-shot reference line")
     except (OSError, json.JSONDecodeError) as e:

@@ -20,9 +20,8 @@ from subpt.config import TrainConfig
 from subpt.errors import SubptError
 from subpt.evaluate import accuracy, classify, zero_shot_classifier
 from subpt.features import image_features
-from subpt.prompts import PromptLearner
-from subpt.runs import load_ctx
-from subpt.train import CTX_NAME, Splits, prepare_data
+from subpt.runs import CTX_NAME, ckpt_path, learner_with_ctx, load_ctx, saved_ctx_epochs
+from subpt.splits import Splits, prepare_data
 
 METRICS = ("cosine", "euclidean")
 CUE_SPLITS = ("test_cue_fixed", "test_cue_flipped")
@@ -53,7 +52,7 @@ def context_at(run_dir: Path, epoch: int, store: TrajectoryStore | None) -> tupl
 
     Returns the tensor and where it came from.
     """
-    ckpt = Path(run_dir) / "ckpt" / f"ctx_{epoch:03d}.pt"
+    ckpt = ckpt_path(run_dir, epoch)
     if epoch >= 1 and ckpt.is_file():
         ctx, _ = load_ctx(run_dir, epoch)
         return ctx.float(), f"ckpt/{ckpt.name}"
@@ -73,7 +72,7 @@ def context_at(run_dir: Path, epoch: int, store: TrajectoryStore | None) -> tupl
 
 def saved_epochs(run_dir: Path, store: TrajectoryStore | None) -> list[int]:
     """Epochs whose context can be read: checkpoints and (when readable) trajectory snapshots."""
-    eps = {int(f.stem[4:]) for f in (Path(run_dir) / "ckpt").glob("ctx_*.pt") if f.stem[4:].isdigit()}
+    eps = saved_ctx_epochs(run_dir)
     if store is not None:
         try:
             eps |= {int(e) for e in np.unique(store.scalars("snapshots")["epoch"])}
@@ -207,12 +206,7 @@ def analyse_classes(
     """Per-class accuracy of `ctx` and of zero-shot (the dataset's template) on the base and novel test
     classes, and, when the task has the cue splits, accuracy with the cue absent and flipped."""
     splits = splits or prepare_data(cfg, backbone, progress=progress)
-    learner = PromptLearner(backbone, splits.base.classnames, cfg.prompt_config(), seed=cfg.seed)
-    if tuple(ctx.shape) != tuple(learner.ctx.shape):
-        raise SubptError(
-            f"saved ctx has shape {tuple(ctx.shape)} but config.json gives {tuple(learner.ctx.shape)}"
-        )
-    learner.ctx.copy_(ctx.to(learner.ctx.device))
+    learner = learner_with_ctx(backbone, splits.base.classnames, cfg, ctx, f"epoch {epoch}")
     scale = backbone.model.logit_scale
     template = splits.task.template
     out = ClassAnalysis(epoch=epoch, ctx_source=ctx_source, template=template)

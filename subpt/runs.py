@@ -1,25 +1,208 @@
-"""Reading run folders back: configs, checkpoints, and re-evaluation."""
+"""The run folder: the one module that knows its files, and answers every question about a run on disk.
+
+A run folder (`subpt train --out RUN`) holds:
+  config.json      every setting, with the hash and the basis digest the run started with (TrainConfig.save)
+  zeroshot.json    zero-shot CLIP (dataset template) on the same base/novel test sets
+  metrics.jsonl    one line per epoch: loss, lr, train acc, base / novel / HM test accuracy, seconds
+  ckpt/ctx_EEE.pt  the context after each epoch; ckpt/last.pt adds the optimiser state (for --resume)
+  trajectory/      gradflow store: ctx snapshots after every epoch (and at init), per-step gradients if recorded
+A zero-shot folder of a sweep holds config.json (with "method": "zeroshot") and zeroshot.json.
+
+Everything else asks this module: where a file is, whether a run is finished, whether it may be resumed
+with a given config, and how to rebuild its prompt learner from a saved context.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from pathlib import Path
 
 import torch
 
-from subpt.backbone import load_backbone
-from subpt.config import TrainConfig
+from gradflow.atomic import atomic_torch_save, atomic_write_json
+from subpt.backbone import Backbone, load_backbone
+from subpt.config import STAMP_KEYS, TrainConfig
 from subpt.errors import SubptError
+from subpt.evaluate import evaluate_run
 from subpt.prompts import PromptLearner
-from subpt.train import evaluate_run, prepare_data, read_metrics
+from subpt.splits import prepare_data
+
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
+ZEROSHOT = "zeroshot.json"
+CKPT = "ckpt"
+LAST = "last.pt"
+TRAJECTORY = "trajectory"
+RUN_FILES = (CONFIG, METRICS, ZEROSHOT, CKPT, TRAJECTORY)
+CTX_NAME = "ctx"  # the name of the context parameter in the run's trajectory store
+ZEROSHOT_METHOD = "zeroshot"  # the "method" marker in config.json of a zero-shot folder
+
+
+# ---------------------------------------------------------------------------------------------- paths
+def config_path(run_dir: str | Path) -> Path:
+    """RUN/config.json."""
+    return Path(run_dir) / CONFIG
+
+
+def ckpt_path(run_dir: str | Path, epoch: int) -> Path:
+    """RUN/ckpt/ctx_EEE.pt: the context after `epoch`."""
+    return Path(run_dir) / CKPT / f"ctx_{epoch:03d}.pt"
+
+
+def last_path(run_dir: str | Path) -> Path:
+    """RUN/ckpt/last.pt: context, optimiser state and step of the last finished epoch."""
+    return Path(run_dir) / CKPT / LAST
+
+
+def trajectory_path(run_dir: str | Path) -> Path:
+    """RUN/trajectory: the run's gradflow store."""
+    return Path(run_dir) / TRAJECTORY
+
+
+def holds_run(run_dir: str | Path) -> bool:
+    """Whether the folder holds a run (its config.json exists)."""
+    return config_path(run_dir).exists()
+
+
+# ---------------------------------------------------------------------------------------------- config
+def load_config(run_dir: str | Path) -> TrainConfig:
+    """The run's TrainConfig (a clear SubptError when config.json is missing or broken)."""
+    return TrainConfig.load(config_path(run_dir))
+
+
+def save_config(run_dir: str | Path, cfg: TrainConfig) -> None:
+    """Write config.json with the hash and basis digest of the run's start."""
+    cfg.save(config_path(run_dir))
+
+
+def saved_stamp(run_dir: str | Path) -> dict[str, str | None]:
+    """The hash and basis digest config.json was saved with ({} when it cannot be read)."""
+    return TrainConfig.saved_stamp(config_path(run_dir))
+
+
+def read_run_config(run_dir: str | Path) -> tuple[TrainConfig, str | None]:
+    """(TrainConfig, marker) of a run folder; marker is 'zeroshot' for a zero-shot folder, else None."""
+    path = config_path(run_dir)
+    try:
+        d = json.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise SubptError(
+            f"{path} is missing: is {run_dir} a run folder of `subpt train` or `subpt sweep`?"
+        ) from e
+    except json.JSONDecodeError as e:
+        raise SubptError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from e
+    marker = d.pop("method", None)
+    d.pop("templates", None)
+    for key in STAMP_KEYS:
+        d.pop(key, None)
+    return TrainConfig.from_dict(d, source=str(path)), marker
+
+
+def write_zeroshot_run(run_dir: Path, cfg: TrainConfig, result: dict, templates: list[str]) -> None:
+    """A zero-shot folder: config.json (method "zeroshot"), then zeroshot.json (written last)."""
+    config = {**cfg.to_dict(), "method": ZEROSHOT_METHOD, "templates": templates}
+    atomic_write_json(config_path(run_dir), config, mkdir=True, indent=2, sort_keys=True)
+    atomic_write_json(Path(run_dir) / ZEROSHOT, result, mkdir=True, indent=2, sort_keys=True)
+
+
+# ---------------------------------------------------------------------------------------------- results
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The per-epoch records of a run (complete lines only)."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a torn last line from a crash
+    return out
+
+
+def metrics_lines(run_dir: str | Path) -> int:
+    """How many non-empty lines metrics.jsonl holds (complete or not)."""
+    path = Path(run_dir) / METRICS
+    return len([ln for ln in path.read_text().splitlines() if ln.strip()]) if path.is_file() else 0
+
+
+def write_metrics(run_dir: str | Path, rows: list[dict]) -> None:
+    """Replace metrics.jsonl with `rows`."""
+    (Path(run_dir) / METRICS).write_text("".join(json.dumps(m) + "\n" for m in rows))
+
+
+def append_metrics(run_dir: str | Path, record: dict) -> None:
+    """Append one epoch's record to metrics.jsonl and flush it to disk."""
+    with open(Path(run_dir) / METRICS, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_zeroshot(run_dir: str | Path) -> dict:
+    """zeroshot.json of the run (FileNotFoundError or json.JSONDecodeError when absent or broken)."""
+    return json.loads((Path(run_dir) / ZEROSHOT).read_text())
+
+
+def write_zeroshot(run_dir: str | Path, result: dict) -> None:
+    """Write zeroshot.json of a training run."""
+    (Path(run_dir) / ZEROSHOT).write_text(json.dumps(result, indent=2) + "\n")
+
+
+def has_zeroshot(run_dir: str | Path) -> bool:
+    """Whether zeroshot.json exists."""
+    return (Path(run_dir) / ZEROSHOT).is_file()
+
+
+def final_metrics(run_dir: Path) -> dict:
+    """The last evaluated epoch's record of a run."""
+    rows = [m for m in read_metrics(run_dir) if "base_acc" in m]
+    if not rows:
+        raise SubptError(f"{run_dir}/metrics.jsonl has no evaluated epoch yet")
+    return rows[-1]
+
+
+def is_finished(metrics: list[dict], epochs: int) -> bool:
+    """Whether a run of `epochs` epochs with these metrics records is finished: every epoch done, the last
+    evaluated."""
+    return len(metrics) == epochs and "base_acc" in metrics[-1]
+
+
+# ---------------------------------------------------------------------------------------------- checkpoints
+def save_epoch(run_dir: Path, ctx: torch.Tensor, optimizer: torch.optim.Optimizer, epoch: int, step: int,
+               config_hash: str, record: dict) -> None:
+    """Checkpoint first, then the metrics line. The checkpoint also holds the epoch's metrics record, so a crash
+    between the two loses nothing: resume restores the line from the checkpoint."""
+    value = ctx.detach().cpu().clone()
+    atomic_torch_save({"ctx": value, "epoch": epoch}, ckpt_path(run_dir, epoch))
+    atomic_torch_save(
+        {"ctx": value, "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step, "config_hash": config_hash,
+         "record": record},
+        last_path(run_dir),
+    )
+    append_metrics(run_dir, record)
+
+
+def load_last(run_dir: Path) -> dict | None:
+    """The content of ckpt/last.pt, or None when there is none."""
+    path = last_path(run_dir)
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise SubptError(f"checkpoint {path} is corrupt ({type(e).__name__}); delete it to restart the run from scratch") from e
 
 
 def load_ctx(run_dir: Path, epoch: int | None = None) -> tuple[torch.Tensor, int]:
     """The context saved after `epoch` (default: the last saved epoch) and that epoch."""
-    ckpt = Path(run_dir) / "ckpt"
+    ckpt = Path(run_dir) / CKPT
     files = sorted(ckpt.glob("ctx_*.pt"))
     if not files:
         raise SubptError(f"{ckpt} holds no ctx_*.pt checkpoints: has the run finished an epoch?")
-    path = files[-1] if epoch is None else ckpt / f"ctx_{epoch:03d}.pt"
+    path = files[-1] if epoch is None else ckpt_path(run_dir, epoch)
     if not path.is_file():
         raise SubptError(f"{path} is missing; saved epochs: {', '.join(f.stem[4:] for f in files)}")
     try:
@@ -29,25 +212,77 @@ def load_ctx(run_dir: Path, epoch: int | None = None) -> tuple[torch.Tensor, int
         raise SubptError(f"checkpoint {path} is corrupt or not a subpt checkpoint ({type(e).__name__})") from e
 
 
+def saved_ctx_epochs(run_dir: Path) -> set[int]:
+    """The epochs with a ckpt/ctx_EEE.pt."""
+    return {int(f.stem[4:]) for f in (Path(run_dir) / CKPT).glob("ctx_*.pt") if f.stem[4:].isdigit()}
+
+
+# ---------------------------------------------------------------------------------------------- starting and resuming
+def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse an output that is a file, holds another run (without --resume/--overwrite), or is not writable."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise SubptError(f"output {run_dir} exists and is not a folder; choose another --out")
+    has_run = holds_run(run_dir)
+    if has_run and not (resume or overwrite):
+        raise SubptError(f"run folder {run_dir} already holds a run: pass --resume to continue it or --overwrite")
+    if resume and not has_run:
+        raise SubptError(f"--resume: {run_dir} holds no run (config.json missing); start it without --resume")
+    parent = run_dir
+    while not parent.exists():
+        parent = parent.parent
+    try:
+        if not parent.is_dir():
+            raise NotADirectoryError(f"{parent} is a file")
+        probe = tempfile.mkdtemp(dir=parent, prefix=".subpt-write-probe-")
+        os.rmdir(probe)
+    except OSError as e:
+        raise SubptError(f"output folder {run_dir} is not writable ({e}); choose another --out") from e
+
+
+def basis_changed(run_dir: Path, cfg: TrainConfig) -> bool:
+    """Whether `cfg` names a basis whose content differs from the one the run in `run_dir` started with."""
+    return bool(cfg.basis) and saved_stamp(run_dir).get("basis_sha256") != cfg.basis_sha256()
+
+
+def same_settings(run_dir: Path, cfg: TrainConfig) -> bool:
+    """Whether the run in `run_dir` was started with exactly these settings (hash, basis content included)."""
+    return saved_stamp(run_dir).get("hash") == cfg.hash()
+
+
+def check_resume(run_dir: Path, cfg: TrainConfig) -> None:
+    """Refuse `--resume` of `run_dir` with `cfg` unless it is the same run: same settings and basis content."""
+    load_config(run_dir)  # a clear error when it is unreadable
+    if basis_changed(run_dir, cfg):
+        raise SubptError(f"--resume: the basis file {cfg.basis} has changed since {run_dir} started; resume with "
+                         "the basis it was trained with, or start the run again with --overwrite")
+    if not same_settings(run_dir, cfg):
+        raise SubptError(f"--resume: the settings differ from {config_path(run_dir)}; resume with the same settings")
+
+
+def can_resume(run_dir: Path, cfg: TrainConfig) -> bool:
+    """Whether `run_dir` holds this very run (same settings and basis content) with a checkpoint to resume from."""
+    return last_path(run_dir).is_file() and same_settings(run_dir, cfg)
+
+
+# ---------------------------------------------------------------------------------------------- rebuilding
+def learner_with_ctx(backbone: Backbone, classnames: list[str], cfg: TrainConfig, ctx: torch.Tensor,
+                     where: str) -> PromptLearner:
+    """The run's prompt learner over `classnames` holding the saved context `ctx` (`where` names it in errors)."""
+    learner = PromptLearner(backbone, classnames, cfg.prompt_config(), seed=cfg.seed)
+    if tuple(ctx.shape) != tuple(learner.ctx.shape):
+        raise SubptError(f"{where}: saved ctx has shape {tuple(ctx.shape)} but its config gives {tuple(learner.ctx.shape)}")
+    with torch.no_grad():
+        learner.ctx.copy_(ctx.to(learner.ctx.device))
+    return learner
+
+
 def evaluate_saved_run(run_dir: Path, epoch: int | None = None, device: str = "cpu", progress: bool = True) -> dict:
     """Rebuild a run's model and data from config.json and evaluate a saved context."""
     run_dir = Path(run_dir)
-    cfg = TrainConfig.load(run_dir / "config.json")
+    cfg = load_config(run_dir)
     cfg.device = device
     ctx, ep = load_ctx(run_dir, epoch)
     backbone = load_backbone(cfg.model, cfg.pretrained, device)
     splits = prepare_data(cfg, backbone, progress=progress)
-    learner = PromptLearner(backbone, splits.base.classnames, cfg.prompt_config(), seed=cfg.seed)
-    if tuple(ctx.shape) != tuple(learner.ctx.shape):
-        raise SubptError(f"{run_dir}: saved ctx has shape {tuple(ctx.shape)} but the config gives {tuple(learner.ctx.shape)}")
-    with torch.no_grad():
-        learner.ctx.copy_(ctx.to(learner.ctx.device))
+    learner = learner_with_ctx(backbone, splits.base.classnames, cfg, ctx, str(run_dir))
     return {"run": str(run_dir), "epoch": ep, **evaluate_run(learner, splits, cfg.text_chunk)}
-
-
-def final_metrics(run_dir: Path) -> dict:
-    """The last evaluated epoch's record of a run."""
-    rows = [m for m in read_metrics(run_dir) if "base_acc" in m]
-    if not rows:
-        raise SubptError(f"{run_dir}/metrics.jsonl has no evaluated epoch yet")
-    return rows[-1]

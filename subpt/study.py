@@ -22,7 +22,7 @@ from subpt.config import TrainConfig
 from subpt.errors import SubptError
 from subpt.evaluate import harmonic_mean
 from subpt.pipeline import basis_rank, run_basis, train_stage
-from subpt.train import read_metrics
+from subpt.runs import read_metrics, read_zeroshot
 
 # The one method setting of the miniature, for every variant: CoOp with 4 context vectors initialised from
 # "a photo of a" (CoOp's init variant), 16 shots, CoOp's optimiser with lr 0.02 for 20 epochs: ten times CoOp's
@@ -125,7 +125,7 @@ def run_unit(base: TrainConfig, out: Path, resume: bool = True, progress: bool =
 
 def unit_record(runs: dict[str, Path]) -> dict[str, Any]:
     """Final Base/Novel/HM of every method, zero-shot, and CoOp's peaks, of one (variant, seed)."""
-    zs = json.loads((runs["CoOp"] / "zeroshot.json").read_text())
+    zs = read_zeroshot(runs["CoOp"])
     rec: dict[str, Any] = {"zero-shot": {k: zs[k] for k in ("base_acc", "novel_acc", "hm")}}
     for m in METHODS:
         last = read_metrics(runs[m])[-1]

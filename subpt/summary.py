@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from collections.abc import Sequence
@@ -11,7 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from subpt.train import read_metrics
+from subpt.runs import has_zeroshot, read_metrics, read_zeroshot
 
 KEYS = ("base_acc", "novel_acc", "hm")
 
@@ -38,9 +37,8 @@ def print_run_summary(run_dir: Path, console: Console | None = None) -> None:
     table = Table(title=f"{run_dir}")
     for col in ("", "Base", "Novel", "HM"):
         table.add_column(col, justify="right" if col else "left")
-    zs_path = run_dir / "zeroshot.json"
-    if zs_path.is_file():
-        zs = json.loads(zs_path.read_text())
+    if has_zeroshot(run_dir):
+        zs = read_zeroshot(run_dir)
         table.add_row("zero-shot", *(fmt(zs[k]) for k in KEYS))
     if metrics:
         peak = max(metrics, key=lambda m: m["base_acc"])

@@ -27,15 +27,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from gradflow.atomic import atomic_write_json
 from subpt.errors import SubptError
 from subpt.protocols import (
     ZEROSHOT,
     Protocol,
     cached_transfer,
     get_protocol,
-    read_run_config,
     transfer_eval,
-    write_json_atomic,
 )
 
 METHODS: tuple[str, ...] = ("zeroshot", "coop", "subpt", "nfl", "subpt_nfl")
@@ -89,7 +88,7 @@ class SweepSettings:
 
     def options_for(self, dataset: str) -> dict[str, Any]:
         """Dataset options for `dataset`: the embedded-world options apply to embedded datasets only."""
-        from subpt.data.registry import needs_root
+        from subpt.data.catalogue import needs_root
 
         return dict(self.embedded_options) if not needs_root(dataset) else {}
 
@@ -162,7 +161,7 @@ def expand_methods(methods: list[str]) -> tuple[list[str], list[str]]:
 
 def validate(s: SweepSettings) -> None:
     """Check the settings before anything runs or is written."""
-    from subpt.data.registry import dataset_names, needs_root
+    from subpt.data.catalogue import dataset_names, needs_root
 
     spec = s.spec
     known = dataset_names()
@@ -273,15 +272,14 @@ def _material(d: dict) -> dict:
 
 def run_state(s: SweepSettings, job: Job) -> tuple[str, str]:
     """(state, detail): 'new', 'finished', 'resume', 'restart' or 'conflict' (other settings in the folder)."""
-    from subpt.config import TrainConfig
-    from subpt.train import read_metrics
+    from subpt import runs
 
     run = Path(job.run_dir)
-    if not (run / "config.json").is_file():
+    if not runs.config_path(run).is_file():
         return "new", ""
     cfg = job_config(s, job)
     try:
-        saved, marker = read_run_config(run)
+        saved, marker = runs.read_run_config(run)
     except SubptError as e:
         return "restart", f"unreadable config ({e})"
     if (marker == ZEROSHOT) != (job.method == ZEROSHOT):
@@ -292,15 +290,14 @@ def run_state(s: SweepSettings, job: Job) -> tuple[str, str]:
             f"{k} {getattr(saved, k)!r} -> {getattr(cfg, k)!r}" for k in diff
         )
     if job.method == ZEROSHOT:
-        return ("finished", "") if (run / "zeroshot.json").is_file() else ("restart", "no zeroshot.json")
-    metrics = read_metrics(run)
-    stamp = TrainConfig.saved_stamp(run / "config.json")
-    if cfg.basis and stamp.get("basis_sha256") != cfg.basis_sha256():
+        return ("finished", "") if runs.has_zeroshot(run) else ("restart", "no zeroshot.json")
+    metrics = runs.read_metrics(run)
+    if runs.basis_changed(run, cfg):
         return "restart", "basis file changed"
-    if len(metrics) == cfg.epochs and "base_acc" in metrics[-1]:
+    if runs.is_finished(metrics, cfg.epochs):
         return "finished", ""
     done = len(metrics)
-    if (run / "ckpt" / "last.pt").is_file() and stamp.get("hash") == cfg.hash():
+    if runs.can_resume(run, cfg):
         return "resume", f"from epoch {done}/{cfg.epochs}"
     return "restart", f"interrupted at epoch {done}/{cfg.epochs}"
 
@@ -337,7 +334,7 @@ def update_manifest(s: SweepSettings, jobs: list[Job]) -> Path:
         "targets": targets if s.spec.is_transfer else {},
         "last_settings": asdict(s),
     }
-    write_json_atomic(path, manifest)
+    atomic_write_json(path, manifest, mkdir=True, indent=2, sort_keys=True)
     return path
 
 
@@ -347,8 +344,10 @@ def update_manifest(s: SweepSettings, jobs: list[Job]) -> Path:
 
 def run_zeroshot(cfg: Any, run_dir: Path) -> dict:
     """Write a zero-shot folder: config.json (method "zeroshot"), then zeroshot.json (written last)."""
+    from subpt import runs
     from subpt.backbone import load_backbone
-    from subpt.train import prepare_data, zero_shot_metrics
+    from subpt.evaluate import zero_shot_metrics
+    from subpt.splits import prepare_data
 
     backbone = load_backbone(cfg.model, cfg.pretrained, cfg.device)
     splits = prepare_data(cfg, backbone, progress=False)
@@ -359,8 +358,7 @@ def run_zeroshot(cfg: Any, run_dir: Path) -> dict:
 
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
-    write_json_atomic(run_dir / "config.json", {**cfg.to_dict(), "method": ZEROSHOT, "templates": templates})
-    write_json_atomic(run_dir / "zeroshot.json", zs)
+    runs.write_zeroshot_run(run_dir, cfg, zs, templates)
     return zs
 
 
@@ -385,13 +383,10 @@ def _train(cfg: Any, run_dir: Path, resume: bool) -> None:
 
 
 def _summary(job: Job) -> str:
-    from subpt.train import read_metrics
+    from subpt import runs
 
     run = Path(job.run_dir)
-    if job.method == ZEROSHOT:
-        m = json.loads((run / "zeroshot.json").read_text())
-    else:
-        m = read_metrics(run)[-1]
+    m = runs.read_zeroshot(run) if job.method == ZEROSHOT else runs.read_metrics(run)[-1]
     if m.get("novel_acc") is not None and m["novel_acc"] == m["novel_acc"]:
         return f"base {m['base_acc']:.2f}  novel {m['novel_acc']:.2f}  HM {m['hm']:.2f}"
     return f"acc {m['base_acc']:.2f}"
@@ -535,7 +530,7 @@ def _run_workers(s: SweepSettings, workers: int) -> dict[str, int]:
     """
     tag = f".sweep-{os.getpid()}"
     plan = s.protocol_dir / f"{tag}-plan.json"
-    write_json_atomic(plan, asdict(s))
+    atomic_write_json(plan, asdict(s), mkdir=True, indent=2, sort_keys=True)
     procs = []
     try:
         for i in range(workers):
@@ -583,7 +578,7 @@ def worker_main(argv: list[str]) -> int:
     except SubptError as e:
         print(f"{gpu} error: {' '.join(str(e).split())}", file=sys.stderr, flush=True)
         return 2
-    write_json_atomic(_counts_path(plan, worker), counts)
+    atomic_write_json(_counts_path(plan, worker), counts, mkdir=True, indent=2, sort_keys=True)
     return 0
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from subpt.errors import SubptError
+from subpt.evaluate import harmonic_mean
 from subpt.protocols import (
     BASE2NOVEL,
     COOP_11,
@@ -146,13 +147,9 @@ def hm_cell(base: Cell, novel: Cell) -> Cell:
     if base.status == "missing" or novel.status == "missing":
         return Cell({}, base.expected, status="missing")
     cell = Cell({}, base.expected, status=base.status if base.status == "partial" else novel.status)
-    cell.mean, cell.std = _hm(base.mean, novel.mean), None
-    cell.by_seed = {s: _hm(base.by_seed[s], novel.by_seed[s]) for s in base.by_seed if s in novel.by_seed}
+    cell.mean, cell.std = harmonic_mean(base.mean, novel.mean), None
+    cell.by_seed = {s: harmonic_mean(base.by_seed[s], novel.by_seed[s]) for s in base.by_seed if s in novel.by_seed}
     return cell
-
-
-def _hm(b: float, n: float) -> float:
-    return 2 * b * n / (b + n) if b + n > 0 else float("nan")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -217,8 +214,7 @@ def _discover(root: Path) -> dict[Key, Path]:
 
 def read_run(spec: Protocol, path: Path, method: str, targets: list[str]) -> RunResult:
     """The columns one run fills, with the reason for each it cannot (missing, unfinished, not evaluated)."""
-    from subpt.config import TrainConfig
-    from subpt.train import read_metrics
+    from subpt import runs
 
     columns = spec.columns(targets)
     res = RunResult(path)
@@ -230,20 +226,19 @@ def read_run(spec: Protocol, path: Path, method: str, targets: list[str]) -> Run
     if not path.is_dir():
         return all_missing("not run")
     if method == ZEROSHOT:
-        zs = path / "zeroshot.json"
-        if not zs.is_file():
+        if not runs.has_zeroshot(path):
             return all_missing("no zeroshot.json (unfinished)")
         try:
-            m = json.loads(zs.read_text())
+            m = runs.read_zeroshot(path)
         except json.JSONDecodeError:
             return all_missing("zeroshot.json is damaged")
     else:
         try:
-            cfg = TrainConfig.load(path / "config.json")
+            cfg = runs.load_config(path)
         except SubptError as e:
             return all_missing(f"unreadable config ({' '.join(str(e).split())})")
-        metrics = read_metrics(path)
-        if len(metrics) < cfg.epochs or "base_acc" not in metrics[-1]:
+        metrics = runs.read_metrics(path)
+        if not runs.is_finished(metrics, cfg.epochs):
             return all_missing(f"unfinished: {len(metrics)}/{cfg.epochs} epochs")
         m = metrics[-1]
     if spec.kind == BASE2NOVEL:

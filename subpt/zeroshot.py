@@ -10,8 +10,9 @@ from rich.table import Table
 from subpt.backbone import load_backbone
 from subpt.config import TrainConfig
 from subpt.errors import SubptError
+from subpt.evaluate import zero_shot_metrics
 from subpt.nfl import teacher_templates
-from subpt.train import prepare_data, zero_shot_metrics
+from subpt.splits import prepare_data
 
 
 def run_zero_shot(

@@ -16,7 +16,8 @@ from gradflow.windows import resolve_window
 from subpt.config import TrainConfig
 from subpt.errors import SubptError
 from subpt.pipeline import basis_rank, run_basis, run_pipeline
-from subpt.train import read_metrics, train
+from subpt.runs import read_metrics
+from subpt.train import train
 
 SMALL = dict(dataset="world-color-shape-36", shots=2, epochs=3, n_ctx=4, dataset_options={"test_per_class": 4})
 

@@ -13,6 +13,7 @@ from fake_datasets import ALL_DATASETS, TEMPLATES, expected_classnames, make_fak
 
 import subpt.data.coop_fewshot as coop_fewshot
 from subpt.data.base import Item, subsample_task
+from subpt.data.catalogue import build_task, dataset_names
 from subpt.data.coop_specs import (
     clean_caltech101,
     clean_eurosat,
@@ -21,7 +22,6 @@ from subpt.data.coop_specs import (
     clean_sun397,
     clean_ucf101,
 )
-from subpt.data.registry import build_task, dataset_names
 from subpt.errors import SubptError
 
 FEW_SHOT = ALL_DATASETS[:11]
@@ -180,7 +180,7 @@ def test_unwritable_cache_folder_falls_back_silently(tmp_path: Path, monkeypatch
     def denied(*args: object, **kwargs: object) -> None:
         raise PermissionError("read-only file system")
 
-    monkeypatch.setattr(coop_fewshot.tempfile, "mkstemp", denied)
+    monkeypatch.setattr(coop_fewshot, "atomic_write_text", denied)
     (tmp_path / "caltech-101" / "split_fewshot").unlink()
     b = build_task("caltech101", root=tmp_path, shots=2, seed=1)
     assert _keys(a.train) == _keys(b.train)

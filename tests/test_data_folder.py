@@ -9,7 +9,7 @@ import pytest
 from fake_datasets import write_image
 
 from subpt.data.base import subsample_task
-from subpt.data.registry import build_task
+from subpt.data.catalogue import build_task
 from subpt.errors import SubptError
 
 CLASSES = ("golden_retriever", "tabby_cat", "zebra")

@@ -10,8 +10,9 @@ from dataclasses import replace
 from rich.console import Console
 
 from subpt.demo import METHODS, demo_config, run_demo
+from subpt.runs import read_metrics
 from subpt.study import DEFAULT_GRID, study_config
-from subpt.train import read_metrics, train
+from subpt.train import train
 
 SMALL = {"test_per_class": 5}
 

@@ -9,7 +9,7 @@ from PIL import Image
 
 from subpt.backbone import load_backbone
 from subpt.data.base import subsample_task
-from subpt.data.registry import build_task
+from subpt.data.catalogue import build_task
 from subpt.embedded import model as tiny
 from subpt.embedded import world
 from subpt.embedded.pretrain import pretrain, pretraining_pool, to_model_input

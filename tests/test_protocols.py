@@ -18,7 +18,8 @@ from subpt.config import TrainConfig
 from subpt.errors import SubptError
 from subpt.prompts import PromptLearner
 from subpt.protocols import PROTOCOLS, get_protocol, transfer_eval
-from subpt.train import read_metrics, train
+from subpt.runs import read_metrics
+from subpt.train import train
 
 TRAINABLE = ALL_DATASETS[:11]
 VARIANTS = ALL_DATASETS[11:]
@@ -141,7 +142,7 @@ def test_domaingen_sweep_and_table(data_root, tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     assert "2 target(s) evaluated" in res.stdout
     evaluated = []
-    monkeypatch.setattr(protocols, "write_json_atomic", lambda *a: evaluated.append(a))
+    monkeypatch.setattr(protocols, "atomic_write_json", lambda *a, **k: evaluated.append(a))
     assert "0 done, 0 resumed, 2 skipped" in runner.invoke(app, args).stdout and evaluated == []
     res = runner.invoke(app, ["table", str(out / "domaingen"), "--json"])
     assert res.exit_code == 0, res.output

@@ -13,8 +13,8 @@ import time
 from typer.testing import CliRunner
 
 from cli.subpt_app import app
+from subpt.runs import read_metrics
 from subpt.study import CLAIMS, DEFAULT_GRID, METHODS, RUN_NAMES, summarise
-from subpt.train import read_metrics
 
 runner = CliRunner()
 # Two small variants: few classes and test images so that a run takes about a second.

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 
 import subpt.nfl as nfl_mod
-import subpt.train as train_mod
+import subpt.splits as splits_mod
 from gradflow.trajectory import TrajectoryStore
 from subpt.config import TrainConfig
-from subpt.data.registry import build_task
+from subpt.data.catalogue import build_task
 from subpt.evaluate import zero_shot_classifier
 from subpt.nfl import NovelFeatureLearner, resolve_names, teacher_templates
 from subpt.prompts import PromptConfig, PromptLearner
@@ -47,7 +47,7 @@ def test_name_sources(tmp_path):
 def test_no_novel_image_is_ever_used(tmp_path, monkeypatch):
     """Training sees base images only; novel images reach evaluation alone and cannot change the context."""
     seen = []
-    real = train_mod.image_features
+    real = splits_mod.image_features
 
     def spy(backbone, task, split, **kw):
         seen.append((task.name, split, {it.classname for it in task.split(split)}))
@@ -58,7 +58,7 @@ def test_no_novel_image_is_ever_used(tmp_path, monkeypatch):
 
     task = build_task("world-color-shape-36", shots=1, seed=1)
     novel_names = set(resolve_names("novel", task))
-    monkeypatch.setattr(train_mod, "image_features", spy)
+    monkeypatch.setattr(splits_mod, "image_features", spy)
     runs = []
     for i in range(2):  # novel test images replaced by two different noise draws
         gen = torch.Generator().manual_seed(i)

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 import subpt.train
 from cli.sweep_cmd import sweep, table
+from subpt.runs import read_metrics
 from subpt.sweep import SweepSettings, group_jobs, job_config, plan_jobs, run_sweep, worker_share
-from subpt.train import read_metrics
 
 app = typer.Typer()
 app.command("sweep")(sweep)

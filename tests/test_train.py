@@ -16,7 +16,8 @@ import torch
 from gradflow.trajectory import TrajectoryStore
 from subpt.config import TrainConfig
 from subpt.errors import SubptError
-from subpt.train import lr_at, read_metrics, train
+from subpt.runs import read_metrics
+from subpt.train import lr_at, train
 
 SMALL = dict(dataset="world-color-shape-36", shots=2, epochs=3, n_ctx=4, dataset_options={"test_per_class": 4})
 

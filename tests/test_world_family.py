@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from cli.subpt_app import app
 from subpt.config import TrainConfig
 from subpt.data.base import subsample_task
-from subpt.data.registry import build_task
+from subpt.data.catalogue import build_task
 from subpt.embedded import world
 from subpt.embedded.tasks import class_order
 from subpt.errors import SubptError

@@ -12,11 +12,11 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from gradflow.atomic import atomic_write_text
 from subpt.data.base import Item
 from subpt.data.sampling import few_shot, validation_shots
 
@@ -103,21 +103,11 @@ def write_cache(
         "train": _encode(train, root),
         "val": _encode(val, root),
     }
-    tmp = None
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(data), mkdir=True)
         return True
     except OSError as e:
         log.debug("few-shot cache %s not written: %s", path, e)
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
         return False
 
 

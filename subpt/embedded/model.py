@@ -8,13 +8,12 @@ file from 33 MB to a few MB without changing a single value.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 import open_clip
 import torch
 
+from gradflow.atomic import atomic_torch_save
 from subpt.errors import SubptError
 
 MODEL_NAME = "subpt-tiny"
@@ -67,11 +66,7 @@ def save_compact(model: open_clip.CLIP, path: Path, info: dict) -> None:
         "info": info,
     }
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    torch.save(payload, tmp)
-    os.chmod(tmp, 0o644)  # mkstemp makes 0600; the checkpoint is a package file readable by everyone
-    os.replace(tmp, path)
+    atomic_torch_save(payload, path)
 
 
 def load_compact(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
