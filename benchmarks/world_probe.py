@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from subpt.embedded import model as tiny
-from subpt.study import METHOD_SETTING
+from subpt.experiments.study import METHOD_SETTING
 
 
 def main() -> None:

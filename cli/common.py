@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -16,6 +17,17 @@ from gradflow.errors import GradflowError
 USER_ERROR_EXIT = 2
 _USER_ERRORS: list[type[BaseException]] = [GradflowError]
 F = TypeVar("F", bound=Callable[..., Any])
+
+
+def defaults_of(cls: type) -> Callable[[str], Any]:
+    """A function giving the default of a field of dataclass `cls`: the one place where a setting's default is
+    stated is its config dataclass, and the command options take it from there."""
+    table = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
+
+    def default(name: str) -> Any:
+        return table[name]
+
+    return default
 
 
 def register_user_error(cls: type[BaseException]) -> type[BaseException]:

@@ -10,14 +10,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cli.common import fail, print_json, run_guarded
-from cli.report_cmd import gradflow_report
 from gradflow.errors import GradflowError
 from gradflow.spectrum import Spectrum
 from gradflow.subspace import Basis, captured_energy, grassmann_distance, overlap, principal_angles
 from gradflow.trajectory import STREAMS, TrajectoryStore
 from gradflow.windowbasis import basis_metadata, window_spectrum
 from gradflow.windows import Window
+
+from .common import fail, print_json, run_guarded
+from .report_cmd import gradflow_report
 
 app = typer.Typer(
     name="gradflow",
@@ -279,7 +280,7 @@ def record(
 
     ctx snapshots are stored after every epoch in any case; gradients every `--every` steps.
     """
-    from cli.subpt_app import app as subpt_app
+    from .subpt_app import app as subpt_app
 
     args = ["train", *ctx.args, "--record-every", str(every), "--record-dtype", dtype]
     if grads:

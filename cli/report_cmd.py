@@ -11,10 +11,15 @@ from typing import Annotated
 
 import typer
 
-from cli.common import print_json, register_user_error, run_guarded
+from gradflow.analysis import TrajectoryOptions
 from subpt.errors import SubptError
+from subpt.report.options import ReportOptions
+
+from .common import defaults_of, print_json, register_user_error, run_guarded
 
 register_user_error(SubptError)
+R = defaults_of(ReportOptions)  # the defaults of `subpt report`
+G = defaults_of(TrajectoryOptions)  # the defaults of `gradflow report`
 
 OutOpt = Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")]
 RankOpt = Annotated[
@@ -70,13 +75,13 @@ def _done(out: Path, as_json: bool) -> None:
 def subpt_report(
     runs: Annotated[list[Path], typer.Argument(help="Run folders written by `subpt train --out RUN`.")],
     out: OutOpt = Path("report.html"),
-    rank: RankOpt = 10,
-    early: EarlyOpt = 0.3,
-    late: LateOpt = 0.3,
-    early_window: EarlyWinOpt = None,
-    late_window: LateWinOpt = None,
-    window: WindowOpt = None,
-    source: SourceOpt = "auto",
+    rank: RankOpt = R("rank"),
+    early: EarlyOpt = R("early"),
+    late: LateOpt = R("late"),
+    early_window: EarlyWinOpt = R("early_window"),
+    late_window: LateWinOpt = R("late_window"),
+    window: WindowOpt = R("window"),
+    source: SourceOpt = R("source"),
     epochs: Annotated[
         str | None,
         typer.Option(
@@ -85,10 +90,10 @@ def subpt_report(
     ] = None,
     topk: Annotated[
         int, typer.Option("--topk", help="Nearest vocabulary tokens shown per context vector.")
-    ] = 5,
+    ] = R("topk"),
     metric: Annotated[
         str, typer.Option("--metric", help="Nearest tokens by cosine or euclidean distance.")
-    ] = "cosine",
+    ] = R("metric"),
     no_model: Annotated[
         bool,
         typer.Option(
@@ -97,16 +102,16 @@ def subpt_report(
     ] = False,
     device: Annotated[
         str, typer.Option("--device", help="cpu or cuda (for the model-dependent sections).")
-    ] = "cpu",
+    ] = R("device"),
     max_classes: Annotated[
         int, typer.Option("--max-classes", help="Classes shown per group in the gains/losses figure.")
-    ] = 24,
-    title: Annotated[str | None, typer.Option("--title", help="Report title.")] = None,
+    ] = R("max_classes"),
+    title: Annotated[str | None, typer.Option("--title", help="Report title.")] = R("title"),
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Interpretability report of one or more runs: accuracy vs zero-shot, gradient spectra, subspaces, decoded context, classes, cue."""
-    from subpt.report import write_report
+    from subpt.report.build import write_report
 
     path = write_report(
         runs,
@@ -136,19 +141,19 @@ def gradflow_report(
         str, typer.Argument(help="A trajectory store folder, or a run folder that contains trajectory/.")
     ],
     out: OutOpt = Path("report.html"),
-    rank: RankOpt = 10,
-    early: EarlyOpt = 0.3,
-    late: LateOpt = 0.3,
-    early_window: EarlyWinOpt = None,
-    late_window: LateWinOpt = None,
-    window: WindowOpt = None,
-    source: SourceOpt = "auto",
+    rank: RankOpt = G("rank"),
+    early: EarlyOpt = G("early"),
+    late: LateOpt = G("late"),
+    early_window: EarlyWinOpt = G("early_window"),
+    late_window: LateWinOpt = G("late_window"),
+    window: WindowOpt = G("window"),
+    source: SourceOpt = G("source"),
     title: Annotated[str | None, typer.Option("--title", help="Report title.")] = None,
     quiet: QuietOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Report on a bare trajectory: spectra of the early and late windows, effective rank, angles, drift, captured energy."""
-    from subpt.report import write_trajectory_report
+    from gradflow.report import write_trajectory_report
 
     path = write_trajectory_report(
         store,

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import typer
 
-from cli.common import print_json, register_user_error, run_guarded
-from cli.data_cmd import data_app
-from cli.report_cmd import subpt_report
-from cli.sweep_cmd import sweep, table
-from cli.task_options import with_task_options
+from subpt.config import TrainConfig
 from subpt.errors import SubptError
+
+from .common import defaults_of, print_json, register_user_error, run_guarded
+from .data_cmd import data_app
+from .report_cmd import subpt_report
+from .sweep_cmd import sweep, table
+from .task_options import with_task_options
 
 register_user_error(SubptError)
 
@@ -23,11 +25,12 @@ app.command("report")(subpt_report)
 app.command("sweep")(sweep)
 app.command("table")(table)
 
-DATASET = typer.Option("world-objects", "--dataset", "-d", help="Dataset name (see `subpt datasets`).")
+T = defaults_of(TrainConfig)  # every training option's default is TrainConfig's
+DATASET = typer.Option(T("dataset"), "--dataset", "-d", help="Dataset name (see `subpt datasets`).")
 ROOT = typer.Option(None, "--root", help="Data root of real datasets (docs/datasets.md).")
-MODEL = typer.Option("subpt-tiny", "--model", "-m", help="open_clip model name, or subpt-tiny (embedded).")
+MODEL = typer.Option(T("model"), "--model", "-m", help="open_clip model name, or subpt-tiny (embedded).")
 PRETRAINED = typer.Option(
-    "embedded", "--pretrained", "-p", help="open_clip pretrained tag, a checkpoint file, 'random', or 'embedded'."
+    T("pretrained"), "--pretrained", "-p", help="open_clip pretrained tag, a checkpoint file, 'random', or 'embedded'."
 )
 
 
@@ -40,28 +43,28 @@ def train(
     root: str = ROOT,
     model: str = MODEL,
     pretrained: str = PRETRAINED,
-    shots: int = typer.Option(16, help="Training images per class."),
-    seed: int = typer.Option(1, help="Seed of few-shot sampling, context init and data order."),
-    subsample: str = typer.Option("base", help="'base': train on base classes, test base and novel; 'all'."),
-    n_ctx: int = typer.Option(16, "--n-ctx", help="Number of context vectors."),
-    ctx_init: str = typer.Option(None, "--ctx-init", help="Initialise the context from a phrase, e.g. 'a photo of a'."),
-    csc: bool = typer.Option(False, "--csc", help="Class-specific context."),
-    class_token_position: str = typer.Option("end", "--class-token-position", help="end, middle or front."),
-    epochs: int = typer.Option(100, help="Training epochs."),
-    batch_size: int = typer.Option(32, "--batch-size"),
-    lr: float = typer.Option(0.002, help="SGD learning rate (cosine schedule)."),
-    weight_decay: float = typer.Option(5e-4, "--weight-decay"),
-    warmup_epochs: int = typer.Option(1, "--warmup-epochs"),
-    basis: str = typer.Option(None, "--basis", help="SubPT: project every gradient onto this basis file."),
-    nfl: bool = typer.Option(False, "--nfl", help="Add the Novel Feature Learner loss."),
-    nfl_names: str = typer.Option("novel", "--nfl-names", help="'novel', 'imagenet100', or a file of class names."),
-    nfl_lambda: float = typer.Option(1.0, "--nfl-lambda"),
-    record: bool = typer.Option(False, "--record", help="Record per-step gradients into RUN/trajectory."),
-    record_every: int = typer.Option(1, "--record-every", help="Record the gradient every N optimiser steps."),
-    record_dtype: str = typer.Option("float32", "--record-dtype", help="Storage dtype: float32, float16, bfloat16."),
-    device: str = typer.Option("cpu", help="cpu or cuda."),
-    precision: str = typer.Option("fp32", help="fp32, bf16 or fp16 (autocast)."),
-    text_chunk: int = typer.Option(None, "--text-chunk", help="Encode this many classes at a time (bounds memory)."),
+    shots: int = typer.Option(T("shots"), help="Training images per class."),
+    seed: int = typer.Option(T("seed"), help="Seed of few-shot sampling, context init and data order."),
+    subsample: str = typer.Option(T("subsample"), help="'base': train on base classes, test base and novel; 'all'."),
+    n_ctx: int = typer.Option(T("n_ctx"), "--n-ctx", help="Number of context vectors."),
+    ctx_init: str = typer.Option(T("ctx_init"), "--ctx-init", help="Initialise the context from a phrase, e.g. 'a photo of a'."),
+    csc: bool = typer.Option(T("csc"), "--csc", help="Class-specific context."),
+    class_token_position: str = typer.Option(T("class_token_position"), "--class-token-position", help="end, middle or front."),
+    epochs: int = typer.Option(T("epochs"), help="Training epochs."),
+    batch_size: int = typer.Option(T("batch_size"), "--batch-size"),
+    lr: float = typer.Option(T("lr"), help="SGD learning rate (cosine schedule)."),
+    weight_decay: float = typer.Option(T("weight_decay"), "--weight-decay"),
+    warmup_epochs: int = typer.Option(T("warmup_epochs"), "--warmup-epochs"),
+    basis: str = typer.Option(T("basis"), "--basis", help="SubPT: project every gradient onto this basis file."),
+    nfl: bool = typer.Option(T("nfl"), "--nfl", help="Add the Novel Feature Learner loss."),
+    nfl_names: str = typer.Option(T("nfl_names"), "--nfl-names", help="'novel', 'imagenet100', or a file of class names."),
+    nfl_lambda: float = typer.Option(T("nfl_lambda"), "--nfl-lambda"),
+    record: bool = typer.Option(T("record_grads"), "--record", help="Record per-step gradients into RUN/trajectory."),
+    record_every: int = typer.Option(T("record_every"), "--record-every", help="Record the gradient every N optimiser steps."),
+    record_dtype: str = typer.Option(T("record_dtype"), "--record-dtype", help="Storage dtype: float32, float16, bfloat16."),
+    device: str = typer.Option(T("device"), help="cpu or cuda."),
+    precision: str = typer.Option(T("precision"), help="fp32, bf16 or fp16 (autocast)."),
+    text_chunk: int = typer.Option(T("text_chunk"), "--text-chunk", help="Encode this many classes at a time (bounds memory)."),
     task_options: dict | None = None,
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out."),
@@ -96,27 +99,27 @@ def pipeline(
     root: str = ROOT,
     model: str = MODEL,
     pretrained: str = PRETRAINED,
-    shots: int = typer.Option(16),
-    seed: int = typer.Option(1),
-    subsample: str = typer.Option("base", help="'base' (base-to-novel) or 'all' (few-shot)."),
-    n_ctx: int = typer.Option(16, "--n-ctx"),
-    ctx_init: str = typer.Option(None, "--ctx-init"),
-    epochs: int = typer.Option(100),
-    nfl: bool = typer.Option(False, "--nfl", help="CoOp+NFL -> basis -> SubPT+NFL."),
-    nfl_names: str = typer.Option("novel", "--nfl-names"),
+    shots: int = typer.Option(T("shots")),
+    seed: int = typer.Option(T("seed")),
+    subsample: str = typer.Option(T("subsample"), help="'base' (base-to-novel) or 'all' (few-shot)."),
+    n_ctx: int = typer.Option(T("n_ctx"), "--n-ctx"),
+    ctx_init: str = typer.Option(T("ctx_init"), "--ctx-init"),
+    epochs: int = typer.Option(T("epochs")),
+    nfl: bool = typer.Option(T("nfl"), "--nfl", help="CoOp+NFL -> basis -> SubPT+NFL."),
+    nfl_names: str = typer.Option(T("nfl_names"), "--nfl-names"),
     t_early: int = typer.Option(None, "--t-early", help="Early window: epochs 1..t (default: the reference value)."),
     rank: int = typer.Option(
         None, "--rank", help="Basis rank r (default: the reference value at the reference t_early, else round(t/3))."
     ),
     source: str = typer.Option("snapshots", help="Basis from ctx 'snapshots' (reference) or per-step 'grads'."),
-    device: str = typer.Option("cpu"),
-    precision: str = typer.Option("fp32"),
+    device: str = typer.Option(T("device")),
+    precision: str = typer.Option(T("precision")),
     task_options: dict | None = None,
     resume: bool = typer.Option(False, "--resume", help="Keep finished stages, continue an interrupted one."),
 ) -> None:
     """The reference recipe in one command: CoOp(+NFL) with recording, early basis, SubPT(+NFL)."""
     from subpt.config import TrainConfig
-    from subpt.pipeline import run_pipeline
+    from subpt.experiments.pipeline import run_pipeline
     from subpt.summary import print_run_summary
 
     cfg = TrainConfig(
@@ -145,7 +148,7 @@ def basis(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """The reference SubPT basis of a run in one command: centred ctx snapshots after epochs 1..t_early, top r."""
-    from subpt.pipeline import default_rank, reference_setting, run_basis
+    from subpt.experiments.pipeline import default_rank, reference_setting, run_basis
     from subpt.runs import load_config
 
     cfg = load_config(run)
@@ -174,8 +177,8 @@ def zeroshot(
     pretrained: str = PRETRAINED,
     template: list[str] = typer.Option(None, "--template", "-t", help="Prompt template(s) with '{}'; repeat for an ensemble."),
     ensemble: bool = typer.Option(False, "--ensemble", help="Use the dataset's template ensemble (embedded world) or CLIP's 80."),
-    seed: int = typer.Option(1),
-    device: str = typer.Option("cpu"),
+    seed: int = typer.Option(T("seed")),
+    device: str = typer.Option(T("device")),
     task_options: dict | None = None,
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
@@ -195,7 +198,7 @@ def zeroshot(
 def eval_run(
     run: Path = typer.Argument(..., help="A run folder written by `subpt train`."),
     epoch: int = typer.Option(None, help="Evaluate the context after this epoch (default: the last)."),
-    device: str = typer.Option("cpu"),
+    device: str = typer.Option(T("device")),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """Re-evaluate a saved run on its base and novel test sets."""
@@ -250,7 +253,7 @@ def demo(
     resume: bool = typer.Option(False, "--resume", help="Keep finished runs in --out and continue an interrupted one."),
 ) -> None:
     """The main job on the embedded default: zero-shot, CoOp, NFL, SubPT on a typical world task, over seeds."""
-    from subpt.demo import run_demo
+    from subpt.experiments.demo import run_demo
 
     run_demo(out, seeds=seeds, epochs=epochs, options=task_options, report=report, resume=resume)
 
@@ -268,7 +271,7 @@ def study(
     restart: bool = typer.Option(False, "--restart", help="Retrain every run instead of keeping finished ones."),
 ) -> None:
     """Robustness of the paper's claims: every method over world variants x seeds with one method setting."""
-    from subpt.study import read_grid, run_study, variants_by_name
+    from subpt.experiments.study import read_grid, run_study, variants_by_name
 
     if grid is not None and variants is not None:
         raise SubptError("give either --grid or --variants, not both")

@@ -8,13 +8,15 @@ from pathlib import Path
 
 import typer
 
-from cli.common import print_json, register_user_error, run_guarded
-from cli.task_options import with_task_options
 from subpt.errors import SubptError
-from subpt.protocols import PROTOCOLS
-from subpt.sweep import METHODS
+from subpt.experiments.protocols import PROTOCOLS
+from subpt.experiments.sweep import METHODS, SweepSettings
+
+from .common import defaults_of, print_json, register_user_error, run_guarded
+from .task_options import with_task_options
 
 register_user_error(SubptError)
+S = defaults_of(SweepSettings)  # the defaults of `subpt sweep`
 
 PROTOCOL_NAMES = ", ".join(PROTOCOLS)
 
@@ -38,17 +40,17 @@ def sweep(
     epochs: int = typer.Option(
         None, "--epochs", help="Training epochs (default: CoOp's schedule by shots; 100 for base2novel)."
     ),
-    n_ctx: int = typer.Option(16, "--n-ctx", help="Number of context vectors."),
+    n_ctx: int = typer.Option(S("n_ctx"), "--n-ctx", help="Number of context vectors."),
     t_early: int = typer.Option(
         None, "--t-early", help="SubPT window: epochs 1..t (default: the reference value)."
     ),
     rank: int = typer.Option(None, "--rank", help="SubPT basis rank r (default: the reference value)."),
     root: str = typer.Option(None, "--root", help="Data root of the real datasets (docs/datasets.md)."),
     model: str = typer.Option(
-        "subpt-tiny", "--model", "-m", help="open_clip model name, or subpt-tiny (embedded)."
+        S("model"), "--model", "-m", help="open_clip model name, or subpt-tiny (embedded)."
     ),
     pretrained: str = typer.Option(
-        "embedded",
+        S("pretrained"),
         "--pretrained",
         "-p",
         help="open_clip pretrained tag, a checkpoint file, 'random' or 'embedded'.",
@@ -67,7 +69,7 @@ def sweep(
     ),
 ) -> None:
     """Run an evaluation protocol over datasets x seeds x methods (skips finished runs, resumes interrupted ones)."""
-    from subpt.sweep import run_sweep, settings_from_options, with_device
+    from subpt.experiments.sweep import run_sweep, settings_from_options, with_device
 
     options = dict(task_options or {})
     if test_per_class is not None:
@@ -106,7 +108,7 @@ def table(
     as_json: bool = typer.Option(False, "--json", help="Print the tables as JSON instead of rich tables."),
 ) -> None:
     """Aggregate sweep run folders into the papers' tables (mean ± std over seeds; missing runs listed)."""
-    from subpt.table import make_report, print_report, to_markdown, write_csv
+    from subpt.experiments.table import make_report, print_report, to_markdown, write_csv
 
     report = make_report(roots, protocol, published=published)
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,6 +13,7 @@ import torch
 
 from subpt.embedded import model as tiny
 from subpt.errors import SubptError
+from subpt.quiet import quiet_open_clip
 
 EMBEDDED = "embedded"
 RANDOM = "random"
@@ -120,9 +120,9 @@ def _load_open_clip(model_name: str, pretrained: str) -> tuple[str, torch.nn.Mod
             f"--pretrained {pretrained!r} is neither a file nor a tag of {model_name}; "
             f"tags: {', '.join(tags) or 'none'}"
         )
-    logging.getLogger("open_clip").setLevel(logging.ERROR)
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=str(pretrained))
+        with quiet_open_clip():
+            model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=str(pretrained))
     except RuntimeError as e:
         if pretrained in tags:
             raise SubptError(

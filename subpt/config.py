@@ -1,4 +1,8 @@
-"""The settings of one training run, as a dataclass that round-trips through config.json."""
+"""The settings of one training run, as a dataclass that round-trips through config.json.
+
+It imports nothing heavy (the dataset catalogue only when a config is made), so the command layer reads its
+defaults from here at start-up instead of restating them.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,32 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from subpt.data.catalogue import resolve_options
 from subpt.errors import SubptError
-from subpt.prompts import PromptConfig
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 STAMP_KEYS = ("_hash", "_basis_sha256")  # written by TrainConfig.save next to the settings, not settings
 SUBSAMPLES = ("base", "all")
+POSITIONS = ("end", "middle", "front")
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """How the context is shaped and initialised."""
+
+    n_ctx: int = 16
+    ctx_init: str | None = None  # e.g. "a photo of a": n_ctx becomes its token count
+    csc: bool = False  # class-specific context
+    class_token_position: str = "end"
+    init_std: float = 0.02
+
+    def validate(self) -> None:
+        """Raise a clear error for impossible settings."""
+        if self.ctx_init is None and self.n_ctx < 1:
+            raise SubptError(f"--n-ctx must be at least 1, got {self.n_ctx}")
+        if self.class_token_position not in POSITIONS:
+            raise SubptError(f"--class-token-position must be one of {', '.join(POSITIONS)}, got {self.class_token_position!r}")
+        if self.ctx_init is not None and not self.ctx_init.strip():
+            raise SubptError("--ctx-init is empty: give a phrase such as 'a photo of a' or leave it out")
 
 
 @dataclass
@@ -60,6 +83,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         # A task is named in full: every option of the dataset, the defaults filled in, so config.json reproduces
         # the task even if a default changes later.
+        from subpt.data.catalogue import (
+            resolve_options,  # the catalogue loads every dataset module: not at import
+        )
+
         self.dataset_options = resolve_options(self.dataset, dict(self.dataset_options or {}))
 
     def prompt_config(self) -> PromptConfig:

@@ -1,15 +1,14 @@
-"""Figures of training runs: per-epoch accuracy curves against zero-shot."""
+"""Figures of training runs: per-epoch accuracy curves against zero-shot (matplotlib's object API and Agg
+canvas through gradflow.plots: no pyplot, no global backend or theme)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import seaborn as sns
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import seaborn as sns  # noqa: E402
+from gradflow.plots import new_figure
 
 
 def plot_accuracy_curves(curves: dict, path: Path, title: str | None = None) -> Path:
@@ -18,8 +17,7 @@ def plot_accuracy_curves(curves: dict, path: Path, title: str | None = None) -> 
     `curves[method]` holds "epoch" and per-seed lists "base_acc", "novel_acc"; `curves["zero-shot"]`
     holds per-seed zero-shot accuracies, drawn as horizontal lines.
     """
-    sns.set_theme(style="whitegrid", context="notebook")
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=False)
+    fig, axes = new_figure(12, 4.5, 1, 2, font_scale=1.0)
     palette = sns.color_palette("tab10")
     methods = [m for m in curves if m != "zero-shot"]
     for ax, key, label in zip(axes, ("base_acc", "novel_acc"), ("Base classes", "Novel classes")):
@@ -39,8 +37,9 @@ def plot_accuracy_curves(curves: dict, path: Path, title: str | None = None) -> 
     axes[1].legend(loc="best", fontsize=8)
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=110)
+    finally:
+        fig.clear()
     return path

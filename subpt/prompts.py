@@ -16,32 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from subpt.backbone import Backbone
+from subpt.config import PromptConfig
 from subpt.errors import SubptError
 
 PLACEHOLDER = "X"
-POSITIONS = ("end", "middle", "front")
-
-
-@dataclass(frozen=True)
-class PromptConfig:
-    """How the context is shaped and initialised."""
-
-    n_ctx: int = 16
-    ctx_init: str | None = None  # e.g. "a photo of a": n_ctx becomes its token count
-    csc: bool = False  # class-specific context
-    class_token_position: str = "end"
-    init_std: float = 0.02
-
-    def validate(self) -> None:
-        """Raise a clear error for impossible settings."""
-        if self.ctx_init is None and self.n_ctx < 1:
-            raise SubptError(f"--n-ctx must be at least 1, got {self.n_ctx}")
-        if self.class_token_position not in POSITIONS:
-            raise SubptError(f"--class-token-position must be one of {', '.join(POSITIONS)}, got {self.class_token_position!r}")
-        if self.ctx_init is not None and not self.ctx_init.strip():
-            raise SubptError("--ctx-init is empty: give a phrase such as 'a photo of a' or leave it out")
-
-
 def encode_token_embeddings(
     model: nn.Module, x: torch.Tensor, eos_idx: torch.Tensor, truncate: bool = True
 ) -> torch.Tensor:

@@ -15,7 +15,7 @@ from gradflow.windowbasis import max_window_rank, window_basis
 from gradflow.windows import resolve_window
 from subpt.config import TrainConfig
 from subpt.errors import SubptError
-from subpt.pipeline import basis_rank, run_basis, run_pipeline
+from subpt.experiments.pipeline import basis_rank, run_basis, run_pipeline
 from subpt.runs import read_metrics
 from subpt.train import train
 
@@ -145,8 +145,8 @@ def test_percent_window_is_the_same_epochs_for_snapshots_and_grads(tmp_path: Pat
 
 def test_a_basis_replaced_at_the_same_path_is_not_reused(tmp_path: Path) -> None:
     """The config hash covers the basis file's content: resume refuses, and the pipeline and sweep retrain."""
-    from subpt.pipeline import train_stage
-    from subpt.sweep import SweepSettings, plan_jobs, run_state
+    from subpt.experiments.pipeline import train_stage
+    from subpt.experiments.sweep import SweepSettings, plan_jobs, run_state
 
     train(small_config(), tmp_path / "coop", progress=False)
     bpath = tmp_path / "early.pt"
@@ -166,7 +166,7 @@ def test_a_basis_replaced_at_the_same_path_is_not_reused(tmp_path: Path) -> None
     s = SweepSettings(protocol="base2novel", datasets=["world-color-shape-36"], seeds=[1], methods=["coop", "subpt"],
                       shots=[2], out=str(tmp_path / "sw"), epochs=3, n_ctx=4,
                       embedded_options={"test_per_class": 4}, device="cpu")
-    from subpt.sweep import run_sweep
+    from subpt.experiments.sweep import run_sweep
 
     run_sweep(s, echo=lambda _: None)
     job = next(j for j in plan_jobs(s) if j.method == "subpt")

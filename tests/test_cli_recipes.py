@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import torch
+from subpt._cli.gradflow_app import app as gradflow_app
+from subpt._cli.subpt_app import app as subpt_app
 from typer.testing import CliRunner
 
-from cli.gradflow_app import app as gradflow_app
-from cli.subpt_app import app as subpt_app
 from gradflow.subspace import Basis
 from gradflow.trajectory import TrajectoryStore
 

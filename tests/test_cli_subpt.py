@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from subpt._cli.subpt_app import app
 from typer.testing import CliRunner
-
-from cli.subpt_app import app
 
 runner = CliRunner()
 FAST = ["--dataset", "world-color-shape-36", "--shots", "2", "--epochs", "1", "--n-ctx", "4"]

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from fake_datasets import ALL_DATASETS, make_fake_dataset
 from PIL import Image
+from subpt._cli.data_cmd import data_app
 from typer.testing import CliRunner
 
-from cli.data_cmd import data_app
 from subpt.data.check import check_root, checks_failed, format_report
 from subpt.errors import SubptError
 

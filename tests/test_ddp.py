@@ -21,10 +21,10 @@ def free_port() -> int:
 
 def test_two_gloo_processes_match_one(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, "-m", "cli.subpt_app", *ARGS, "--out", str(tmp_path / "one")],
+    subprocess.run([sys.executable, "-m", "subpt._cli.subpt_app", *ARGS, "--out", str(tmp_path / "one")],
                    check=True, env=env, capture_output=True)
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-              "--master_port", str(free_port()), "-m", "cli.subpt_app"]
+              "--master_port", str(free_port()), "-m", "subpt._cli.subpt_app"]
     done = subprocess.run([*launch, *ARGS, "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     a = torch.load(tmp_path / "one" / "ckpt" / "last.pt", weights_only=True)

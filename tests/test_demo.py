@@ -9,9 +9,9 @@ from dataclasses import replace
 
 from rich.console import Console
 
-from subpt.demo import METHODS, demo_config, run_demo
+from subpt.experiments.demo import METHODS, demo_config, run_demo
+from subpt.experiments.study import DEFAULT_GRID, study_config
 from subpt.runs import read_metrics
-from subpt.study import DEFAULT_GRID, study_config
 from subpt.train import train
 
 SMALL = {"test_per_class": 5}

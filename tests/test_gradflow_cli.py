@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from subpt._cli.common import register_user_error, run_guarded
+from subpt._cli.gradflow_app import app
 from typer.testing import CliRunner
 
-from cli.common import register_user_error, run_guarded
-from cli.gradflow_app import app
 from gradflow.subspace import Basis
 from gradflow.trajectory import TrajectoryStore
 

@@ -7,8 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from subpt.backbone import load_backbone
+from subpt.config import PromptConfig
 from subpt.errors import SubptError
-from subpt.prompts import PromptConfig, PromptLearner
+from subpt.prompts import PromptLearner
 
 NAMES = ["red circle", "blue square", "sea lion", "golden retriever", "a"]
 MODELS = [("subpt-tiny", "embedded"), ("subpt-tiny", "random"), ("ViT-B-16", "random")]

@@ -10,14 +10,14 @@ from pathlib import Path
 import pytest
 import typer
 from fake_datasets import ALL_DATASETS, expected_classnames, make_fake_dataset
+from subpt._cli.sweep_cmd import sweep, table
 from typer.testing import CliRunner
 
-import subpt.protocols as protocols
-from cli.sweep_cmd import sweep, table
+import subpt.experiments.protocols as protocols
 from subpt.config import TrainConfig
 from subpt.errors import SubptError
+from subpt.experiments.protocols import PROTOCOLS, get_protocol, transfer_eval
 from subpt.prompts import PromptLearner
-from subpt.protocols import PROTOCOLS, get_protocol, transfer_eval
 from subpt.runs import read_metrics
 from subpt.train import train
 

@@ -139,7 +139,7 @@ def run_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def report(run_dir: Path) -> Path:
-    from subpt.report import write_report
+    from subpt.report.build import write_report
 
     return write_report([run_dir], run_dir.parent / "report.html", progress=False)
 
@@ -275,7 +275,7 @@ def test_report_renders_in_headless_chromium(report: Path, tmp_path: Path) -> No
 
 # ---------------------------------------------------------------------------------------------- partial runs
 def test_truncated_chunk_and_missing_metrics(run_dir: Path) -> None:
-    from subpt.report import write_report
+    from subpt.report.build import write_report
 
     d = _copy(run_dir, "damaged")
     chunk = sorted((d / "trajectory" / "grads").glob("chunk_*[0-9].npy"))[-1]
@@ -292,7 +292,7 @@ def test_truncated_chunk_and_missing_metrics(run_dir: Path) -> None:
 
 
 def test_no_trajectory_folder(run_dir: Path) -> None:
-    from subpt.report import write_report
+    from subpt.report.build import write_report
 
     d = _copy(run_dir, "no_traj")
     shutil.rmtree(d / "trajectory")
@@ -307,7 +307,7 @@ def test_no_trajectory_folder(run_dir: Path) -> None:
 
 
 def test_no_gradient_stream_uses_snapshots(run_dir: Path) -> None:
-    from subpt.report import write_report
+    from subpt.report.build import write_report
 
     d = _copy(run_dir, "no_grads")
     manifest = json.loads((d / "trajectory" / "manifest.json").read_text())
@@ -329,7 +329,8 @@ def test_no_gradient_stream_uses_snapshots(run_dir: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------- sentences
 def test_sentences_follow_the_data() -> None:
-    from subpt.report_data import RunData, accuracy_sentences, accuracy_summary
+    from subpt.report.rundata import RunData, accuracy_summary
+    from subpt.report.sentences import accuracy_sentences
 
     base = [70.0, 78.0, 81.2, 80.0, 76.4]
     novel = [77.0, 76.0, 75.5, 74.0, 73.0]
@@ -360,7 +361,7 @@ def test_sentences_follow_the_data() -> None:
 
 # ---------------------------------------------------------------------------------------------- CLI and errors
 def _apps():
-    from cli.report_cmd import register
+    from subpt._cli.report_cmd import register
 
     a, b = typer.Typer(), typer.Typer()
     a.callback()(lambda: None)
@@ -370,7 +371,7 @@ def _apps():
 
 
 def test_cli_two_runs_trajectory_report_and_one_line_errors(run_dir: Path, tmp_path: Path) -> None:
-    from subpt.report import write_report
+    from subpt.report.build import write_report
 
     a, b = _apps()
     other = _copy(run_dir, "other")

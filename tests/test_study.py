@@ -10,11 +10,11 @@ import subprocess
 import sys
 import time
 
+from subpt._cli.subpt_app import app
 from typer.testing import CliRunner
 
-from cli.subpt_app import app
+from subpt.experiments.study import CLAIMS, DEFAULT_GRID, METHODS, RUN_NAMES, summarise
 from subpt.runs import read_metrics
-from subpt.study import CLAIMS, DEFAULT_GRID, METHODS, RUN_NAMES, summarise
 
 runner = CliRunner()
 # Two small variants: few classes and test images so that a run takes about a second.
@@ -75,7 +75,7 @@ def test_claims_are_counted_from_the_records():
 
 def test_study_resumes_after_sigkill_without_redoing_finished_runs(tmp_path):
     out = tmp_path / "study"
-    cmd = [sys.executable, "-m", "cli.subpt_app", "study", "--grid", str(_grid(tmp_path)), "--seeds", "1",
+    cmd = [sys.executable, "-m", "subpt._cli.subpt_app", "study", "--grid", str(_grid(tmp_path)), "--seeds", "1",
            "--epochs", "4", "--out", str(out)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

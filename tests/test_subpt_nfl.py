@@ -7,11 +7,11 @@ import torch
 import subpt.nfl as nfl_mod
 import subpt.splits as splits_mod
 from gradflow.trajectory import TrajectoryStore
-from subpt.config import TrainConfig
+from subpt.config import PromptConfig, TrainConfig
 from subpt.data.catalogue import build_task
 from subpt.evaluate import zero_shot_classifier
 from subpt.nfl import NovelFeatureLearner, resolve_names, teacher_templates
-from subpt.prompts import PromptConfig, PromptLearner
+from subpt.prompts import PromptLearner
 from subpt.train import train
 
 SMALL = dict(dataset="world-color-shape-36", shots=2, epochs=2, n_ctx=4, nfl=True, dataset_options={"test_per_class": 4})

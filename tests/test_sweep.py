@@ -10,12 +10,12 @@ import statistics
 
 import pytest
 import typer
+from subpt._cli.sweep_cmd import sweep, table
 from typer.testing import CliRunner
 
 import subpt.train
-from cli.sweep_cmd import sweep, table
+from subpt.experiments.sweep import SweepSettings, group_jobs, job_config, plan_jobs, run_sweep, worker_share
 from subpt.runs import read_metrics
-from subpt.sweep import SweepSettings, group_jobs, job_config, plan_jobs, run_sweep, worker_share
 
 app = typer.Typer()
 app.command("sweep")(sweep)
@@ -294,16 +294,16 @@ def test_groups_stay_together_on_one_worker(tmp_path):
 
 
 def test_two_workers_share_the_sweep(swept, monkeypatch):
-    """The multi-GPU path: one `python -m subpt.sweep PLAN i N` process per worker (run in-process here, to keep
+    """The multi-GPU path: one `python -m subpt.experiments.sweep PLAN i N` process per worker (run in-process here, to keep
     the test fast), each with its own CUDA_VISIBLE_DEVICES on a GPU sweep, counts gathered from every worker."""
-    import subpt.sweep as sweep_mod
+    import subpt.experiments.sweep as sweep_mod
 
     out, _, _ = swept
     launched = []
 
     class InProcess:
         def __init__(self, cmd, env):
-            assert cmd[1:3] == ["-m", "subpt.sweep"] and env["SUBPT_SWEEP_WORKER"] == cmd[4]
+            assert cmd[1:3] == ["-m", "subpt.experiments.sweep"] and env["SUBPT_SWEEP_WORKER"] == cmd[4]
             launched.append(cmd[3:])
             self.returncode = sweep_mod.worker_main(cmd[3:])
 

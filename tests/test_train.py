@@ -93,7 +93,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path):
     """A real process killed mid-run with SIGKILL resumes and ends exactly like an uninterrupted run."""
     args = ["--dataset", "world-color-shape-36", "--shots", "8", "--n-ctx", "4", "--epochs", "12", "--record"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "cli.subpt_app", "train", *args]
+    cmd = [sys.executable, "-m", "subpt._cli.subpt_app", "train", *args]
     subprocess.run([*cmd, "--out", str(tmp_path / "full"), "--json"], check=True, env=env, capture_output=True)
     proc = subprocess.Popen([*cmd, "--out", str(tmp_path / "killed"), "--json"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -7,9 +7,9 @@ import json
 import statistics
 
 import pytest
+from subpt._cli.subpt_app import app
 from typer.testing import CliRunner
 
-from cli.subpt_app import app
 from subpt.config import TrainConfig
 from subpt.data.base import subsample_task
 from subpt.data.catalogue import build_task

@@ -7,7 +7,6 @@ file from 33 MB to a few MB without changing a single value.
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import open_clip
@@ -15,6 +14,7 @@ import torch
 
 from gradflow.atomic import atomic_torch_save
 from subpt.errors import SubptError
+from subpt.quiet import quiet_open_clip
 
 MODEL_NAME = "subpt-tiny"
 CONFIG_PATH = Path(__file__).with_name(f"{MODEL_NAME}.json")
@@ -38,13 +38,8 @@ def initial_token_embedding(vocab_size: int, width: int) -> torch.Tensor:
 def create_random_model() -> open_clip.CLIP:
     """A randomly initialised tiny CLIP whose token embedding has the seeded initialisation."""
     register()
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # open_clip warns that no pretrained weights were loaded: that is the point
-    try:
+    with quiet_open_clip():  # open_clip warns that no pretrained weights were loaded: that is the point
         model = open_clip.create_model(MODEL_NAME, pretrained=None)
-    finally:
-        root.setLevel(level)
     with torch.no_grad():
         w = model.token_embedding.weight
         w.copy_(initial_token_embedding(*w.shape))

@@ -24,7 +24,7 @@ from typing import Any
 
 from subpt.errors import SubptError
 from subpt.evaluate import harmonic_mean
-from subpt.protocols import (
+from subpt.experiments.protocols import (
     BASE2NOVEL,
     COOP_11,
     FEWSHOT,
@@ -36,7 +36,7 @@ from subpt.protocols import (
     get_protocol,
     transfer_path,
 )
-from subpt.sweep import MANIFEST, METHOD_LABELS, METHODS
+from subpt.experiments.sweep import MANIFEST, METHOD_LABELS, METHODS
 
 HM_RULE = (
     "HM per dataset: mean ± std over seeds of each run's HM; HM of an average: 2BN/(B+N) of the averaged "

@@ -17,9 +17,17 @@ from rich.console import Console
 
 from subpt.config import TrainConfig
 from subpt.errors import SubptError
+from subpt.experiments.study import (
+    DEFAULT_GRID,
+    METHODS,
+    Variant,
+    basis_plan,
+    coop_curve,
+    run_unit,
+    study_config,
+)
 from subpt.figures import plot_accuracy_curves
 from subpt.runs import read_metrics, read_zeroshot
-from subpt.study import DEFAULT_GRID, METHODS, Variant, basis_plan, coop_curve, run_unit, study_config
 from subpt.summary import aggregate, fmt, mean_std, method_table
 
 DEMO_VARIANT = DEFAULT_GRID[0]
@@ -69,7 +77,7 @@ def run_demo(
     plot_accuracy_curves(json.loads((out / "curves.json").read_text()), out / "curves.png")
     print_summary(summary, console)
     if report:
-        from subpt.report import write_report
+        from subpt.report.build import write_report
 
         seed1 = [runs[m][0] for m in ("CoOp", "SubPT", "SubPT+NFL")]
         write_report(seed1, out / "report.html", progress=False)

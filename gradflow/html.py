@@ -1,14 +1,21 @@
-"""HTML of the interpretability report: one self-contained file (inline CSS, figures as base64 PNG, no script
-to run, no external resource), with the report's numbers embedded as JSON in <script id="report-data">."""
+"""HTML of the reports: one self-contained file (inline CSS, figures as base64 PNG, no script to run, no external
+resource), with the report's numbers embedded as JSON in <script id="report-data">, and sentences whose every
+number names its key in that JSON. `gradflow report` and `subpt report` both write their pages with it."""
 
 from __future__ import annotations
 
 import html
 import json
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from subpt.report_data import Num, Sentence
+import numpy as np
+
+from gradflow.atomic import atomic_write_text
+from gradflow.errors import GradflowError
 
 CSS = """
 body{font-family:-apple-system,"Segoe UI",Roboto,"DejaVu Sans",Arial,sans-serif;margin:0;color:#1d2330;background:#f6f7f9;line-height:1.45}
@@ -36,17 +43,59 @@ nav a{margin-right:14px;font-size:.92em}
 code{background:#f0f2f5;padding:0 3px;border-radius:3px}
 """
 
-SECTIONS = [
-    ("summary", "Summary"),
-    ("runs", "Runs"),
-    ("accuracy", "Accuracy per epoch"),
-    ("spectrum", "Gradient spectrum and effective rank"),
-    ("angles", "Early vs late subspaces: principal angles and drift"),
-    ("captured", "Gradient captured by the early subspace"),
-    ("context", "Learned context, decoded"),
-    ("classes", "Classes that gain or lose against zero-shot"),
-    ("cue", "Reliance on the spurious cue"),
-]
+
+
+@dataclass
+class Num:
+    """A number quoted in a sentence, with the key of its value in the report's JSON."""
+
+    key: str
+    value: Any
+    fmt: str = "{:.1f}"
+    unit: str = ""
+    scale: float = 1  # shown as value * scale (e.g. 100 for a fraction shown in percent)
+
+    def text(self) -> str:
+        """The number as shown."""
+        if isinstance(self.value, str):
+            return self.value
+        return self.fmt.format(self.value * self.scale if self.scale != 1 else self.value) + self.unit
+
+
+class Sentence:
+    """A sentence assembled from text and `Num` parts."""
+
+    def __init__(self, section: str = "summary"):
+        self.section = section
+        self.parts: list[str | Num] = []
+
+    def t(self, text: str) -> Sentence:
+        """Append text (the first non-empty text of a sentence starts with a capital)."""
+        if text and all(p == "" for p in self.parts):
+            text = text[0].upper() + text[1:]
+        self.parts.append(text)
+        return self
+
+    def n(self, key: str, value: Any, fmt: str = "{:.1f}", unit: str = "", scale: float = 1) -> Sentence:
+        """Append a number (or a string value from the data) with its JSON key."""
+        self.parts.append(Num(key, value, fmt, unit, scale))
+        return self
+
+    def frac(self, key: str, value: float) -> Sentence:
+        """Append a fraction (0..1) shown in percent."""
+        return self.n(key, value, "{:.1f}", "%", 100)
+
+    def pct(self, key: str, value: float) -> Sentence:
+        """Append a percentage (value already in percent)."""
+        return self.n(key, value, "{:.1f}", "%")
+
+    def plain(self) -> str:
+        """The sentence as plain text."""
+        return "".join(p if isinstance(p, str) else p.text() for p in self.parts)
+
+    def nums(self) -> list[Num]:
+        """The numbers of the sentence."""
+        return [p for p in self.parts if isinstance(p, Num)]
 
 
 def esc(x: Any) -> str:
@@ -119,9 +168,9 @@ def json_block(data: Any) -> str:
     return f'<script type="application/json" id="report-data">{text}</script>'
 
 
-def page(title: str, meta: str, sections: dict[str, str], data: Any) -> str:
-    """The whole document."""
-    shown = [(k, t) for k, t in SECTIONS if sections.get(k)]
+def page(title: str, meta: str, sections: dict[str, str], data: Any, titles: Sequence[tuple[str, str]]) -> str:
+    """The whole document: the sections with content, in the order and with the titles of `titles`."""
+    shown = [(k, t) for k, t in titles if sections.get(k)]
     nav = " ".join(f'<a href="#{k}">{esc(t)}</a>' for k, t in shown)
     body = "\n".join(f'<section id="{k}"><h2>{esc(t)}</h2>\n{sections[k]}\n</section>' for k, t in shown)
     return f"""<!DOCTYPE html>
@@ -135,3 +184,43 @@ def page(title: str, meta: str, sections: dict[str, str], data: Any) -> str:
 {json_block(data)}
 </main></body></html>
 """
+
+
+def clean(obj: Any) -> Any:
+    """JSON-safe values: numpy to python, non-finite floats to None."""
+    if isinstance(obj, dict):
+        return {str(k): clean(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [clean(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return clean(obj.tolist())
+    if isinstance(obj, np.generic):
+        return clean(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def summary_json(sentences: Sequence[Sentence]) -> list[dict]:
+    """The sentences of a summary as JSON: plain text and every number with its key."""
+    return [
+        {"text": s.plain(), "nums": [{"key": n.key, "value": n.value, "text": n.text()} for n in s.nums()]}
+        for s in sentences
+    ]
+
+
+def summary_list(sentences: Sequence[Sentence]) -> str:
+    """A bulleted list of sentences with their numbers marked up."""
+    return '<ul class="summary">' + "".join(f"<li>{sentence_html(s)}</li>" for s in sentences) + "</ul>"
+
+
+def write_html(text: str, out: Path, error: type[Exception] = GradflowError) -> Path:
+    """Write the page atomically; an unwritable path is one `error` naming the -o option."""
+    out = Path(out)
+    try:
+        atomic_write_text(out, text, mkdir=True)
+    except OSError as e:
+        raise error(f"cannot write the report {out} ({e.strerror or e}): choose another -o path") from e
+    return out

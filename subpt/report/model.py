@@ -20,10 +20,10 @@ from subpt.config import TrainConfig
 from subpt.errors import SubptError
 from subpt.evaluate import accuracy, classify, zero_shot_classifier
 from subpt.features import image_features
+from subpt.report.options import METRICS
 from subpt.runs import CTX_NAME, ckpt_path, learner_with_ctx, load_ctx, saved_ctx_epochs
 from subpt.splits import Splits, prepare_data
 
-METRICS = ("cosine", "euclidean")
 CUE_SPLITS = ("test_cue_fixed", "test_cue_flipped")
 SPLIT_LABELS = {
     "test": "test (as in training)",

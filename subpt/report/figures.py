@@ -1,44 +1,22 @@
 """Seaborn figures of the interpretability report, returned as base64 PNG strings for inline <img> tags.
 
-Figures use matplotlib's object API with the Agg canvas (no pyplot state), as gradflow.plots does.
+Figures use matplotlib's object API with the Agg canvas (no pyplot state) through gradflow.plots, which also
+draws the trajectory figures.
 """
 
 from __future__ import annotations
 
-import base64
-import io
-
 import numpy as np
 import seaborn as sns
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from subpt.report_data import finite
-from subpt.report_model import SPLIT_LABELS, ClassAnalysis
-from subpt.report_traj import TrajectoryAnalysis
-
-DPI = 100
-EARLY_COLOR = "#1f77b4"
-LATE_COLOR = "#d62728"
+from gradflow.plots import new_figure, to_png
+from subpt.report.model import SPLIT_LABELS, ClassAnalysis
+from subpt.report.rundata import finite
 
 
-def _figure(width: float, height: float, nrows: int = 1, ncols: int = 1, **kw) -> tuple[Figure, list]:
-    with sns.axes_style("whitegrid"), sns.plotting_context("notebook", font_scale=0.9):
-        fig = Figure(figsize=(width, height), layout="constrained")
-        FigureCanvasAgg(fig)
-        axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
-    return fig, [ax for row in axes for ax in row]
-
-
-def to_png(fig: Figure) -> str:
-    """Render `fig` as a base64 PNG and release it."""
-    buf = io.BytesIO()
-    try:
-        fig.savefig(buf, format="png", dpi=DPI)
-    finally:
-        fig.clear()
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+def _figure(width: float, height: float, nrows: int = 1, ncols: int = 1, **kw: object) -> tuple:
+    return new_figure(width, height, nrows, ncols, report=True, **kw)
 
 
 # ---------------------------------------------------------------------------------------------- accuracy
@@ -143,205 +121,6 @@ def _line(color, style, label, marker=None):
     from matplotlib.lines import Line2D
 
     return Line2D([], [], color=color, linestyle=style, label=label, marker=marker, markersize=10)
-
-
-# ---------------------------------------------------------------------------------------------- trajectory
-def spectrum_figure(t: TrajectoryAnalysis) -> str:
-    """Explained energy per component and cumulative energy of the early and late windows."""
-    fig, (ax1, ax2) = _figure(11.5, 4.2, 1, 2)
-    what = "gradient" if t.source == "grads" else "centred ctx-snapshot" if t.centered else "ctx-snapshot"
-    kmax = 0
-    for w, name, color in ((t.early, "early", EARLY_COLOR), (t.late, "late", LATE_COLOR)):
-        if w is None:
-            continue
-        evr = 100 * np.asarray(w.spectrum.explained_variance_ratio, dtype=float)
-        k = min(evr.size, max(30, 2 * max(t.rank, 1)))
-        kmax = max(kmax, k)
-        idx = np.arange(1, k + 1)
-        pos = evr[:k] > 0
-        sns.lineplot(
-            x=idx[pos],
-            y=evr[:k][pos],
-            ax=ax1,
-            marker="o",
-            markersize=4,
-            color=color,
-            label=f"{name} ({w.label}, {w.n_rows} rows)",
-        )
-        cum = 100 * np.asarray(w.spectrum.cumulative_energy, dtype=float)[:k]
-        sns.lineplot(x=idx, y=cum, ax=ax2, marker="o", markersize=4, color=color, label=f"{name} ({w.label})")
-    ax1.set_yscale("log")
-    ax1.set_xlabel("component i")
-    ax1.set_ylabel("energy of component i (% of window total, log)")
-    ax1.set_title(f"{what} spectrum of the early and late windows")
-    if t.rank:
-        ax2.axvline(t.rank, color="0.4", linestyle="--", linewidth=1)
-        ax2.annotate(
-            f"r = {t.rank}",
-            xy=(t.rank, 3),
-            xytext=(4, 0),
-            textcoords="offset points",
-            fontsize=9,
-            color="0.3",
-        )
-    ax2.set_ylim(0, 101)
-    ax2.set_xlabel("number of components r")
-    ax2.set_ylabel("cumulative energy (% of window total)")
-    ax2.set_title("cumulative energy")
-    for ax in (ax1, ax2):
-        ax.set_xlim(0.5, max(kmax, 1) + 0.5)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    return to_png(fig)
-
-
-def _win_mid(w) -> float:
-    return 0.5 * (w.lo + w.hi)
-
-
-def rank_figure(t: TrajectoryAnalysis) -> str:
-    """Effective rank and top-direction energy per window over the run, early and late windows shaded."""
-    fig, (ax1, ax2) = _figure(11.5, 4.0, 1, 2, sharex=True)
-    x = [_win_mid(w) for w in t.windows]
-    unit = t.windows[0].kind[:-1] if t.windows else "epoch"
-    sns.lineplot(
-        x=x, y=[w.effective_rank for w in t.windows], ax=ax1, marker="o", label="entropy effective rank"
-    )
-    sns.lineplot(
-        x=x, y=[w.participation_ratio for w in t.windows], ax=ax1, marker="s", label="participation ratio"
-    )
-    sns.lineplot(
-        x=x,
-        y=[100 * w.energy_at(1) for w in t.windows],
-        ax=ax2,
-        marker="o",
-        color="C2",
-        label="top direction",
-    )
-    if t.rank:
-        sns.lineplot(
-            x=x,
-            y=[100 * w.energy_at(t.rank) for w in t.windows],
-            ax=ax2,
-            marker="s",
-            color="C4",
-            label=f"top {t.rank} directions",
-        )
-    for ax in (ax1, ax2):
-        _shade_windows(ax, t)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_xlabel(f"{unit} (window centre)")
-    ax1.set_ylabel("rank (number of directions)")
-    ax1.set_title(
-        f"effective rank per window ({t.windows[0].hi - t.windows[0].lo + 1} {unit}s each)"
-        if t.windows
-        else ""
-    )
-    ax2.set_ylabel("energy share (% of window total)")
-    ax2.set_ylim(0, 101)
-    ax2.set_title("energy in the leading directions per window")
-    return to_png(fig)
-
-
-def _shade_windows(ax, t: TrajectoryAnalysis, steps: bool = False) -> None:
-    for w, name, color in ((t.early, "early", EARLY_COLOR), (t.late, "late", LATE_COLOR)):
-        if w is None or (steps and w.kind != "steps" and t.captured_epochs is None):
-            continue
-        lo, hi = w.lo - 0.5, w.hi + 0.5
-        if steps and w.kind == "epochs":
-            sel = (t.captured_epochs >= w.lo) & (t.captured_epochs <= w.hi)
-            if not sel.any():
-                continue
-            lo, hi = t.captured_steps[sel].min() - 0.5, t.captured_steps[sel].max() + 0.5
-        ax.axvspan(lo, hi, color=color, alpha=0.08, zorder=0)
-        ax.annotate(
-            f"{name} window",
-            xy=(lo, 1.0),
-            xycoords=("data", "axes fraction"),
-            xytext=(3, -12),
-            textcoords="offset points",
-            fontsize=8,
-            color=color,
-        )
-
-
-def angles_figure(t: TrajectoryAnalysis) -> str:
-    """Principal angles between the early and late subspaces, smallest first."""
-    a = np.asarray(t.angles_deg, dtype=float)
-    fig, (ax,) = _figure(6.5, 4.0)
-    sns.barplot(x=np.arange(1, a.size + 1), y=a, ax=ax, color="C0")
-    for i, v in enumerate(a):
-        ax.annotate(
-            f"{v:.0f}°", xy=(i, v), xytext=(0, 2), textcoords="offset points", ha="center", fontsize=8
-        )
-    ax.set_ylim(0, 95)
-    ax.axhline(90, color="0.5", linestyle=":", linewidth=1)
-    ax.set_xlabel("principal angle index i (ascending)")
-    ax.set_ylabel("angle θ_i (degrees)")
-    ax.set_title(f"early vs late rank-{t.rank} subspaces (overlap {t.overlap:.2f})")
-    return to_png(fig)
-
-
-def drift_figure(t: TrajectoryAnalysis) -> str:
-    """Heatmap of the overlap of every pair of windows' top-r subspaces."""
-    m = np.asarray(t.drift, dtype=float)
-    labels = [w.label.split(":")[1] for w in t.windows]
-    unit = t.windows[0].kind
-    size = 2.8 + 0.34 * m.shape[0]
-    fig, (ax,) = _figure(size + 1.6, size)
-    sns.heatmap(
-        m,
-        vmin=0,
-        vmax=1,
-        cmap="viridis",
-        annot=m.shape[0] <= 12,
-        fmt=".2f",
-        square=True,
-        xticklabels=labels,
-        yticklabels=labels,
-        ax=ax,
-        annot_kws={"fontsize": 7},
-        cbar_kws={"label": "overlap ‖U_i U_jᵀ‖²_F / r (0 = orthogonal, 1 = same)"},
-    )
-    ax.set_xlabel(f"window ({unit})")
-    ax.set_ylabel(f"window ({unit})")
-    ax.set_title(f"subspace drift between windows (rank {t.drift_rank})")
-    return to_png(fig)
-
-
-def captured_figure(t: TrajectoryAnalysis) -> str:
-    """Share of each step's gradient energy inside the early (and late) subspace, with per-epoch means."""
-    fig, (ax,) = _figure(11.5, 4.2)
-    steps = np.asarray(t.captured_steps)
-    epochs = np.asarray(t.captured_epochs)
-    for fr, name, color in ((t.captured_early, "early", EARLY_COLOR), (t.captured_late, "late", LATE_COLOR)):
-        if fr is None:
-            continue
-        y = 100 * np.asarray(fr, dtype=float)
-        ax.plot(steps, y, color=color, linewidth=0.6, alpha=0.22)
-        ue = np.unique(epochs)
-        mx = [steps[epochs == e].mean() for e in ue]
-        my = [np.nanmean(y[epochs == e]) if np.isfinite(y[epochs == e]).any() else np.nan for e in ue]
-        sns.lineplot(
-            x=mx,
-            y=my,
-            ax=ax,
-            color=color,
-            marker="o" if len(ue) <= 60 else None,
-            markersize=4,
-            linewidth=2,
-            label=f"{name} basis (rank {t.rank}): per-epoch mean; thin line: per step",
-        )
-    _shade_windows(ax, t, steps=True)
-    ax.set_ylim(0, 101)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("training step")
-    ax.set_ylabel("gradient energy in the subspace (%)")
-    ax.set_title("share of each step's gradient captured by the early (and late) subspace")
-    handles, labels = ax.get_legend_handles_labels()
-    if ax.get_legend() is not None:
-        ax.get_legend().remove()
-    fig.legend(handles, labels, loc="outside lower center", ncol=2, fontsize=9, frameon=False)
-    return to_png(fig)
 
 
 # ---------------------------------------------------------------------------------------------- classes and cue

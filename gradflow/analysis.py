@@ -1,7 +1,7 @@
-"""Trajectory part of the interpretability report: spectra, ranks, angles, drift and captured energy.
+"""Analysis of one trajectory over time: spectra of windows, ranks, angles, drift and captured energy.
 
-Only gradflow is used here (no CLIP, no prompts), so the same analysis serves `gradflow report` on a bare
-trajectory store. Every SVD, angle and overlap comes from gradflow's own functions.
+It knows only the store and its tensors (no model, no prompts): `gradflow report` shows it for a bare store,
+and `subpt report` for each run's trajectory. Every SVD, angle and overlap comes from gradflow's own functions.
 
 A store that cannot be opened as a whole (a truncated or missing chunk) is salvaged: a temporary store
 is assembled from the chunks that still read back, and the report names the chunks left out.
@@ -14,8 +14,9 @@ import math
 import os
 import tempfile
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -23,13 +24,62 @@ from gradflow.errors import GradflowError
 from gradflow.spectrum import Spectrum, compute_spectrum
 from gradflow.subspace import captured_energy, overlap, principal_angles
 from gradflow.trajectory import MANIFEST, SCALAR_DTYPE, STREAMS, TrajectoryStore, resolve
-from gradflow.windows import resolve_window
+from gradflow.windows import parse_window, resolve_window
 
 DEFAULT_FRACTION = 0.3
 DEFAULT_RANK = 10
 TARGET_WINDOWS = 10  # windows of the effective-rank and drift panels
 MIN_WINDOW_ROWS = 4
 SOURCES = ("auto", "grads", "snapshots")
+
+
+@dataclass
+class TrajectoryOptions:
+    """Settings of the trajectory analysis of a report (the keyword arguments of `write_trajectory_report`)."""
+
+    error: ClassVar[type[Exception]] = GradflowError  # raised for an unknown or impossible setting
+
+    rank: int = 10  # rank of the early/late subspaces (capped by the rows of the windows)
+    early: float = 0.3  # early window: the first 30% of epochs
+    late: float = 0.3  # late window: the last 30% of epochs
+    early_window: str | None = None  # or an explicit gradflow window, e.g. "epochs:1-10"
+    late_window: str | None = None
+    # epochs per window of the rank-over-time and drift panels (default: about ten windows)
+    window: int | None = None
+    source: str = "auto"  # trajectory stream: auto (grads when recorded), grads or snapshots
+    title: str | None = None
+    progress: bool = True
+
+    def checks(self) -> list[tuple[bool, str]]:
+        """(condition, message) of every setting; a false condition is refused with its message."""
+        return [
+            (self.rank >= 1, f"--rank must be at least 1, got {self.rank}"),
+            (0 < self.early <= 1, f"--early must be a fraction in (0, 1], got {self.early}"),
+            (0 < self.late <= 1, f"--late must be a fraction in (0, 1], got {self.late}"),
+            (self.window is None or self.window >= 1, f"--window must be at least 1 epoch, got {self.window}"),
+            (self.source in SOURCES, f"--source must be one of {', '.join(SOURCES)}, got {self.source!r}"),
+        ]
+
+    @classmethod
+    def from_kwargs(cls, options: dict[str, Any]) -> TrajectoryOptions:
+        """Build and validate; unknown or impossible settings are one-line errors of `cls.error`."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise cls.error(f"unknown report option(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        o = cls(**options)
+        for ok, msg in o.checks():
+            if not ok:
+                raise cls.error(msg)
+        for w in (o.early_window, o.late_window):
+            if w is not None:
+                parse_window(w)  # GradflowError with the accepted syntax
+        return o
+
+    def describe(self) -> str:
+        """The windows and rank of the analysis, for the page's header."""
+        return (f"Early/late windows: first {self.early:.0%} / last {self.late:.0%} of epochs unless set; subspace "
+                f"rank {self.rank} (capped by the rows of a window).")
 
 
 @dataclass
@@ -158,7 +208,7 @@ def open_store(path: str | Path, stack: ExitStack) -> tuple[TrajectoryStore | No
         return None, [
             f"trajectory {p} is unreadable ({first}; {type(e).__name__}); re-record the run with --record"
         ]
-    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="subpt-report-salvage-")))
+    tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gradflow-report-salvage-")))
     notes = []
     for stream in STREAMS:
         kept = []

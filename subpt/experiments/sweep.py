@@ -29,7 +29,7 @@ from typing import Any
 
 from gradflow.atomic import atomic_write_json
 from subpt.errors import SubptError
-from subpt.protocols import (
+from subpt.experiments.protocols import (
     ZEROSHOT,
     Protocol,
     cached_transfer,
@@ -103,7 +103,7 @@ class SweepSettings:
         epochs; centring t rows leaves t - 1 directions, and a rank that keeps them all selects nothing
         (gradflow refuses it), so r is at most t_early - 2.
         """
-        from subpt.pipeline import reference_setting
+        from subpt.experiments.pipeline import reference_setting
 
         ref_t, ref_r = reference_setting(shots, self.spec.base_to_novel)
         t = min(self.t_early or ref_t, self.epochs_for(dataset, shots))
@@ -396,7 +396,7 @@ def run_job(
     s: SweepSettings, job: Job, restart_subpt: set[str], total: int, echo: Echo, prefix: str = ""
 ) -> str:
     """Run (or skip, or resume) one job and print its line; returns 'done', 'resumed' or 'skipped'."""
-    from subpt.pipeline import run_basis
+    from subpt.experiments.pipeline import run_basis
 
     t0 = time.time()
     run = Path(job.run_dir)
@@ -537,7 +537,7 @@ def _run_workers(s: SweepSettings, workers: int) -> dict[str, int]:
             env = {**os.environ, "SUBPT_SWEEP_WORKER": str(i)}
             if s.device.startswith("cuda"):
                 env["CUDA_VISIBLE_DEVICES"] = str(i)
-            cmd = [sys.executable, "-m", "subpt.sweep", str(plan), str(i), str(workers)]
+            cmd = [sys.executable, "-m", "subpt.experiments.sweep", str(plan), str(i), str(workers)]
             procs.append(subprocess.Popen(cmd, env=env))
         codes = [p.wait() for p in procs]
         failed = [(i, rc) for i, rc in enumerate(codes) if rc != 0]
@@ -567,7 +567,7 @@ def _counts_path(plan: Path, worker: int) -> Path:
 
 
 def worker_main(argv: list[str]) -> int:
-    """Entry point of a worker process: `python -m subpt.sweep PLAN WORKER WORKERS`."""
+    """Entry point of a worker process: `python -m subpt.experiments.sweep PLAN WORKER WORKERS`."""
     plan, worker, workers = Path(argv[0]), int(argv[1]), int(argv[2])
     s = SweepSettings(**json.loads(plan.read_text()))
     jobs = plan_jobs(s)
