@@ -22,8 +22,8 @@ def one_step(model: str, n_classes: int, chunk: int | None) -> dict:
     import torch.nn.functional as F
 
     from subpt.backbone import load_backbone
-    from subpt.config import TrainConfig
-    from subpt.prompts import PromptConfig, PromptLearner
+    from subpt.config import PromptConfig, TrainConfig
+    from subpt.prompts import PromptLearner
     from subpt.train import backward_step
 
     torch.manual_seed(0)  # the same random weights in every subprocess, so the gradients can be compared

@@ -15,10 +15,11 @@ import torch
 import torch.nn.functional as F
 
 from subpt.backbone import load_backbone
+from subpt.config import PromptConfig
 from subpt.evaluate import classify
 from subpt.nfl import NovelFeatureLearner
 from subpt.projection import GradientProjector
-from subpt.prompts import PromptConfig, PromptLearner
+from subpt.prompts import PromptLearner
 
 
 def step_time(learner: PromptLearner, feats: torch.Tensor, labels: torch.Tensor, steps: int,

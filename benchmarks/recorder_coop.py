@@ -17,8 +17,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from gradflow_bench import measure_recorder_overhead  # noqa: E402
 
 from subpt.backbone import load_backbone  # noqa: E402
+from subpt.config import PromptConfig  # noqa: E402
 from subpt.evaluate import classify  # noqa: E402
-from subpt.prompts import PromptConfig, PromptLearner  # noqa: E402
+from subpt.prompts import PromptLearner  # noqa: E402
 
 
 def main() -> None:

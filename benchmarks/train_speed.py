@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from subpt.backbone import load_backbone
+from subpt.config import PromptConfig
 from subpt.evaluate import classify
-from subpt.prompts import PromptConfig, PromptLearner
+from subpt.prompts import PromptLearner
 
 
 def epoch_time(learner: PromptLearner, images: torch.Tensor, labels: torch.Tensor, cached: bool, truncate: bool,

@@ -1,1 +1,1 @@
-"""Typer command-line apps `subpt` and `gradflow`."""
+"""Typer command-line apps `subpt` and `gradflow`: this folder is installed as the package `subpt._cli`."""

@@ -148,15 +148,13 @@ def basis(
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
     """The reference SubPT basis of a run in one command: centred ctx snapshots after epochs 1..t_early, top r."""
-    from subpt.experiments.pipeline import default_rank, reference_setting, run_basis
+    from subpt.basis_plan import BasisPlan
     from subpt.runs import load_config
 
     cfg = load_config(run)
-    ref_t, _ = reference_setting(cfg.shots, cfg.subsample == "base")
-    t = min(t_early or ref_t, cfg.epochs)
-    window = f"epochs:{cfg.epochs - t + 1}-{cfg.epochs}" if late else f"epochs:1-{t}"
-    r = rank or default_rank(cfg.shots, cfg.subsample == "base", t)
-    b = run_basis(run, window, r, out, source=source)
+    plan = BasisPlan.reference(cfg.epochs, cfg.shots, cfg.subsample == "base", t_early, rank, source, late=late)
+    window = plan.window
+    b = plan.build(run, out)
     info = {"basis": str(out), "window": window, "rank": b.rank, "dim": b.dim, "source": source,
             "energy": b.metadata.get("energy")}
     if as_json:

@@ -10,7 +10,7 @@ import typer
 
 from subpt.errors import SubptError
 from subpt.experiments.protocols import PROTOCOLS
-from subpt.experiments.sweep import METHODS, SweepSettings
+from subpt.experiments.sweep_plan import METHODS, SweepSettings
 
 from .common import defaults_of, print_json, register_user_error, run_guarded
 from .task_options import with_task_options

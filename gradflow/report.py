@@ -21,9 +21,10 @@ from typing import Any
 
 from gradflow import html as H
 from gradflow import plots
-from gradflow.analysis import TrajectoryAnalysis, TrajectoryOptions, analyse_trajectory, open_store
+from gradflow.analysis import TrajectoryAnalysis, TrajectoryOptions, analyse_trajectory
 from gradflow.errors import GradflowError
 from gradflow.html import Sentence
+from gradflow.salvage import open_store
 from gradflow.trajectory import TrajectoryStore, resolve
 
 TRAJECTORY_SECTIONS = [

@@ -13,9 +13,10 @@ from gradflow.subspace import Basis
 from gradflow.trajectory import TrajectoryStore
 from gradflow.windowbasis import max_window_rank, window_basis
 from gradflow.windows import resolve_window
+from subpt.basis_plan import basis_rank, run_basis
 from subpt.config import TrainConfig
 from subpt.errors import SubptError
-from subpt.experiments.pipeline import basis_rank, run_basis, run_pipeline
+from subpt.experiments.pipeline import run_pipeline
 from subpt.runs import read_metrics
 from subpt.train import train
 
@@ -146,7 +147,7 @@ def test_percent_window_is_the_same_epochs_for_snapshots_and_grads(tmp_path: Pat
 def test_a_basis_replaced_at_the_same_path_is_not_reused(tmp_path: Path) -> None:
     """The config hash covers the basis file's content: resume refuses, and the pipeline and sweep retrain."""
     from subpt.experiments.pipeline import train_stage
-    from subpt.experiments.sweep import SweepSettings, plan_jobs, run_state
+    from subpt.experiments.sweep_plan import SweepSettings, plan_jobs, run_state
 
     train(small_config(), tmp_path / "coop", progress=False)
     bpath = tmp_path / "early.pt"

@@ -14,7 +14,8 @@ from subpt._cli.sweep_cmd import sweep, table
 from typer.testing import CliRunner
 
 import subpt.train
-from subpt.experiments.sweep import SweepSettings, group_jobs, job_config, plan_jobs, run_sweep, worker_share
+from subpt.experiments.sweep import run_sweep
+from subpt.experiments.sweep_plan import SweepSettings, group_jobs, job_config, plan_jobs, worker_share
 from subpt.runs import read_metrics
 
 app = typer.Typer()

@@ -18,10 +18,11 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from subpt.basis_plan import basis_rank, run_basis
 from subpt.config import TrainConfig
 from subpt.errors import SubptError
 from subpt.evaluate import harmonic_mean
-from subpt.experiments.pipeline import basis_rank, run_basis, train_stage
+from subpt.experiments.pipeline import train_stage
 from subpt.runs import read_metrics, read_zeroshot
 
 # The one method setting of the miniature, for every variant: CoOp with 4 context vectors initialised from

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 from gradflow import html as H
-from gradflow.analysis import open_store
 from gradflow.errors import GradflowError
 from gradflow.html import Sentence
 from gradflow.report import (
@@ -36,6 +35,7 @@ from gradflow.report import (
     trajectory_section,
     trajectory_sentences,
 )
+from gradflow.salvage import open_store
 from subpt.errors import SubptError
 from subpt.evaluate import harmonic_mean
 from subpt.report.model import (
