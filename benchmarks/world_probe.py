@@ -11,7 +11,8 @@ checkpoint comes from `subpt build-embedded --out FILE`; the packaged one is the
 frozen image features of the base training set (train and test accuracy at C = 1, 100, 10^4: what a free linear
 classifier can memorise), and the Jacobian of the base classes' text features with respect to the shared
 context at its initialisation (its effective rank after removing the part common to all classes: in how many
-directions a shared prompt can move the classes apart; and the class-specific share of its energy).
+directions a shared prompt can move the classes apart; and the class-specific share of its energy), and the
+effective ranks of the name features of all the world's kinds and of the base test images' features.
 """
 
 from __future__ import annotations
@@ -45,6 +46,27 @@ def probe_ceiling(train: tuple[torch.Tensor, torch.Tensor], test: tuple[torch.Te
     return "probe train/test " + ", ".join(parts)
 
 
+def effective_rank(rows: torch.Tensor) -> float:
+    """exp(entropy) of the normalised squared singular values of the centred rows."""
+    rows = rows.float() - rows.float().mean(0)
+    s2 = torch.linalg.svdvals(rows) ** 2
+    p = s2 / s2.sum()
+    return float(torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum()))
+
+
+def joint_space(backbone: object, images: torch.Tensor) -> str:
+    """Effective ranks of every world kind's name feature ("a photo of a NAME.") and of the given image features."""
+    from subpt.embedded import world
+    from subpt.prompts import encode_tokens
+
+    all_names = [k.name for k in world.OBJECT_KINDS]
+    with torch.no_grad():
+        text = encode_tokens(backbone.model, backbone.tokenizer([f"a photo of a {n}." for n in all_names]))  # type: ignore[attr-defined]
+    unit = torch.nn.functional.normalize
+    return (f"effective rank of the {len(all_names)} kinds' name features {effective_rank(unit(text, dim=-1)):.1f}, "
+            f"of the base test images' features {effective_rank(unit(images.float(), dim=-1)):.1f}")
+
+
 def prompt_jacobian(learner: torch.nn.Module) -> str:
     """Effective rank and class-specific energy share of d(text features)/d(ctx) at the learner's context."""
     ctx = learner.ctx.detach().clone()
@@ -59,7 +81,7 @@ def prompt_jacobian(learner: torch.nn.Module) -> str:
     specific = jac - jac.mean(0, keepdim=True)
     s2 = torch.linalg.svdvals(specific.reshape(-1, specific.shape[-1])) ** 2
     p = s2 / s2.sum()
-    rank = float(torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum()))
+    rank = float(torch.exp(-(p * torch.log(p.clamp_min(1e-12))).sum()))  # rows already centred across classes
     return f"prompt Jacobian effective rank {rank:.1f}, class-specific share {float((specific**2).sum() / (jac**2).sum()):.2f}"
 
 
@@ -72,7 +94,8 @@ def capacity(cfg: TrainConfig) -> str:
     backbone = load_backbone(cfg.model, cfg.pretrained)
     splits = prepare_data(cfg, backbone, progress=False)
     learner = PromptLearner(backbone, splits.base.classnames, cfg.prompt_config(), seed=cfg.seed)
-    return f"{probe_ceiling(splits.train, splits.base_test)}; {prompt_jacobian(learner)}"
+    space = joint_space(backbone, splits.base_test[0])
+    return f"{probe_ceiling(splits.train, splits.base_test)}; {prompt_jacobian(learner)}; {space}"
 
 
 def main() -> None:
