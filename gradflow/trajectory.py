@@ -86,6 +86,19 @@ def resolve(path: str | Path) -> Path:
     )
 
 
+def _check_inside(store: Path, rel: object, stream: str) -> None:
+    """Raise ValueError unless `rel` names a file of `stream`'s folder inside the store, reached without a
+    symlink out: a manifest from elsewhere must never make the tools read or delete outside the store."""
+    if not isinstance(rel, str) or "\\" in rel or "\x00" in rel:
+        raise ValueError(f"chunk path {rel!r} is not a plain relative path")
+    parts = rel.split("/")
+    if len(parts) != 2 or parts[0] != stream or parts[1] in ("", ".", ".."):
+        raise ValueError(f"chunk path {rel!r} is not a file of the store's {stream}/ folder")
+    root = store.resolve()
+    if not (store / rel).resolve().is_relative_to(root):
+        raise ValueError(f"chunk path {rel!r} leads outside the store (a symlink?)")
+
+
 def _to_f32(block: np.ndarray, dtype: str) -> np.ndarray:
     """Convert a stored block to a float32 ndarray (copying out of any memory map)."""
     if dtype == "bfloat16":
@@ -238,6 +251,8 @@ class TrajectoryStore:
                 for c in manifest["streams"][stream]["chunks"]:
                     for key in ("file", "rows", "first_step", "last_step", "first_epoch", "last_epoch"):
                         c[key]  # noqa: B018 - presence check
+                    for rel in (c["file"], TrajectoryStore._scalars_file(c)):
+                        _check_inside(p, rel, stream)
         except (KeyError, TypeError, ValueError) as exc:
             raise GradflowError(
                 f"{mpath} is malformed ({exc.__class__.__name__}: {exc}): re-record"
@@ -291,6 +306,8 @@ class TrajectoryStore:
                 (self.path / name).unlink(missing_ok=True)
         for stream in STREAMS:
             folder = self.path / stream
+            if folder.is_symlink():
+                raise GradflowError(f"{folder} is a symlink: a store's stream folders must lie inside it; re-record")
             if not folder.is_dir():
                 folder.mkdir()
                 continue

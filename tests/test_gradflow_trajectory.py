@@ -229,3 +229,49 @@ def test_nan_scalars_and_update_metadata(tmp_path: Path) -> None:
     s = TrajectoryStore.open(tmp_path / "s")
     assert math.isnan(s.scalars("snapshots")["loss"][0]) and math.isnan(s.scalars("snapshots")["lr"][0])
     assert s.metadata == {"model": "toy", "n_ctx": 4}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["/etc/passwd", "../victim.npy", "grads/../../victim.npy", "grads/sub/chunk.npy", "snapshots/chunk_000000.npy"],
+)
+def test_manifest_chunk_paths_must_stay_inside_the_store(tmp_path: Path, bad: str) -> None:
+    """A manifest from elsewhere cannot make the store read, or a resume delete, a file outside it."""
+    fill(tmp_path / "traj", 8, chunk_rows=4)
+    victim = tmp_path / "victim.npy"
+    np.save(victim, np.zeros((4, DIM), np.float32))
+    before = victim.read_bytes()
+    mpath = tmp_path / "traj" / "manifest.json"
+    manifest = json.loads(mpath.read_text())
+    manifest["streams"]["grads"]["chunks"][0]["file"] = bad
+    mpath.write_text(json.dumps(manifest))
+    for open_store in (lambda: TrajectoryStore.open(tmp_path / "traj"),
+                       lambda: TrajectoryStore.open(tmp_path / "traj", mode="a")):
+        with pytest.raises(GradflowError, match="malformed.*chunk path"):
+            open_store()
+    assert victim.read_bytes() == before
+
+
+def test_symlinked_chunk_or_stream_folder_out_of_the_store_is_refused(tmp_path: Path) -> None:
+    fill(tmp_path / "traj", 8, chunk_rows=4)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    chunk = tmp_path / "traj" / "grads" / "chunk_000000.npy"
+    target = outside / "chunk_000000.npy"
+    chunk.rename(target)
+    chunk.symlink_to(target)
+    with pytest.raises(GradflowError, match="leads outside the store"):
+        TrajectoryStore.open(tmp_path / "traj")
+    chunk.unlink()
+    target.rename(chunk)
+    stray = outside / "chunk_000099.npy"
+    stray.write_bytes(b"not yours")
+    snapshots = tmp_path / "traj" / "snapshots"
+    if snapshots.exists():
+        for f in snapshots.iterdir():
+            f.unlink()
+        snapshots.rmdir()
+    snapshots.symlink_to(outside, target_is_directory=True)
+    with pytest.raises(GradflowError, match="symlink"):
+        TrajectoryStore.open(tmp_path / "traj", mode="a")
+    assert stray.read_bytes() == b"not yours"
