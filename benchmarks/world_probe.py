@@ -89,7 +89,7 @@ def capacity(cfg: TrainConfig) -> str:
     """Both capacity measures for one run's configuration."""
     from subpt.backbone import load_backbone
     from subpt.prompts import PromptLearner
-    from subpt.train import prepare_data
+    from subpt.splits import prepare_data
 
     backbone = load_backbone(cfg.model, cfg.pretrained)
     splits = prepare_data(cfg, backbone, progress=False)
