@@ -1,13 +1,15 @@
 """Opening a trajectory store for a report, salvaging what still reads back from a damaged one.
 
 A store that cannot be opened as a whole (a truncated or missing chunk) is salvaged: a temporary store
-is assembled from the chunks that still read back, and the notes name the chunks left out.
+is assembled from the chunks that still read back (hard links, or copies across file systems), and the
+notes name the chunks left out.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from contextlib import ExitStack
 from pathlib import Path
@@ -55,7 +57,7 @@ def open_store(path: str | Path, stack: ExitStack) -> tuple[TrajectoryStore | No
                 continue
             scal = c.get("scalars") or c["file"][: -len(".npy")] + ".scalars.npy"
             for rel in (c["file"], scal):
-                os.symlink((p / rel).resolve(), tmp / rel)
+                _link_or_copy((p / rel).resolve(), tmp / rel)
             kept.append(c)
         streams[stream] = {"chunks": kept}
     (tmp / MANIFEST).write_text(json.dumps(manifest), encoding="utf-8")
@@ -65,6 +67,15 @@ def open_store(path: str | Path, stack: ExitStack) -> tuple[TrajectoryStore | No
         return None, [
             f"trajectory {p} could not be read ({first}) nor salvaged ({e}); re-record the run with --record"
         ]
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Put the chunk file `src` at `dst` in the salvage store: a hard link where the file system allows, else a
+    copy. Not a symlink: a store refuses chunk paths that lead outside it."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
 
 
 def _chunk_problem(store: Path, chunk: dict, dim: int) -> str | None:
