@@ -85,10 +85,13 @@ class BasisPlan:
                   rank: int | None = None, source: str = "snapshots", late: bool = False) -> BasisPlan:
         """The reference recipe's basis of a run: epochs 1..t (the last t with `late`), t = t_early or the reference
         value, at most `epochs`; rank `rank`, or the reference r at the reference t, else `basis_rank(t)`."""
+        for flag, value in (("--t-early", t_early), ("--rank", rank)):
+            if value is not None and value < 1:
+                raise SubptError(f"{flag} must be at least 1, got {value}; leave it out for the reference value")
         ref_t, _ = reference_setting(shots, base_to_novel)
-        t = min(t_early or ref_t, epochs)
+        t = min(ref_t if t_early is None else t_early, epochs)
         lo, hi = (epochs - t + 1, epochs) if late else (1, t)
-        return cls(lo, hi, rank or default_rank(shots, base_to_novel, t), source)
+        return cls(lo, hi, default_rank(shots, base_to_novel, t) if rank is None else rank, source)
 
     @property
     def window(self) -> str:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,24 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 STAMP_KEYS = ("_hash", "_basis_sha256")  # written by TrainConfig.save next to the settings, not settings
 SUBSAMPLES = ("base", "all")
 POSITIONS = ("end", "middle", "front")
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The JSON object in a run's config.json, or a one-line SubptError naming the file and the fix."""
+    folder = path.parent
+    if folder.exists() and not folder.is_dir():
+        raise SubptError(f"{folder} is a file, not a run folder: pass the folder that `subpt train --out` wrote")
+    try:
+        d = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise SubptError(f"{path} is missing: is {folder} a run folder of `subpt train` or `subpt sweep`?") from None
+    except json.JSONDecodeError as e:
+        raise SubptError(f"{path} is not valid JSON ({e.msg} at line {e.lineno}): restore it or re-run") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise SubptError(f"{path} cannot be read ({e.__class__.__name__}: {e}); check its permissions") from None
+    if not isinstance(d, dict):
+        raise SubptError(f"{path} holds a JSON {type(d).__name__}, not the object of settings `subpt train` writes")
+    return d
 
 
 @dataclass(frozen=True)
@@ -81,6 +101,7 @@ class TrainConfig:
     text_chunk: int | None = None  # encode class prompts this many at a time (bounds memory)
 
     def __post_init__(self) -> None:
+        self.check_types()
         # A task is named in full: every option of the dataset, the defaults filled in, so config.json reproduces
         # the task even if a default changes later.
         from subpt.data.catalogue import (
@@ -88,6 +109,22 @@ class TrainConfig:
         )
 
         self.dataset_options = resolve_options(self.dataset, dict(self.dataset_options or {}))
+
+    def check_types(self) -> None:
+        """Raise a one-line SubptError for a setting of the wrong type (config.json read back, or a caller's)."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            allowed = [t.strip() for t in str(f.type).split("|")]
+            kinds = {"str": (str,), "int": (int,), "float": (int, float), "bool": (bool,), "None": (type(None),)}
+            ok = any(
+                isinstance(value, dict) if t.startswith("dict") else
+                isinstance(value, kinds[t]) and (t == "bool" or not isinstance(value, bool))
+                for t in allowed
+            )
+            if not ok:
+                raise SubptError(f"setting {f.name!r} must be {' or '.join(allowed)}, got {value!r}")
+        if not 0 <= self.seed < 2**63:
+            raise SubptError(f"--seed must lie in [0, 2^63), got {self.seed}")
 
     def prompt_config(self) -> PromptConfig:
         """The prompt-learner part of the config."""
@@ -98,7 +135,13 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise a one-line SubptError for any impossible setting, before anything is written."""
         self.prompt_config().validate()
+        for name in ("lr", "momentum", "weight_decay", "warmup_lr", "nfl_lambda"):
+            if not math.isfinite(getattr(self, name)):
+                raise SubptError(f"--{name.replace('_', '-')} must be a finite number, got {getattr(self, name)}")
         checks = [
+            (self.weight_decay >= 0, f"--weight-decay must be non-negative, got {self.weight_decay}"),
+            (0 <= self.momentum < 1, f"--momentum must lie in [0, 1), got {self.momentum}"),
+            (self.warmup_lr >= 0, f"--warmup-lr must be non-negative, got {self.warmup_lr}"),
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
             (self.lr > 0, f"--lr must be positive, got {self.lr}"),
@@ -117,6 +160,8 @@ class TrainConfig:
                 raise SubptError(msg)
         if self.basis is not None and not Path(self.basis).is_file():
             raise SubptError(f"--basis {self.basis}: no such file; create one with `gradflow spectrum RUN -o FILE`")
+        if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", self.device):
+            raise SubptError(f"--device must be cpu, cuda, cuda:N or mps, got {self.device!r}")
         if self.precision != "fp32" and self.device == "cpu" and self.precision == "fp16":
             raise SubptError("--precision fp16 needs a GPU (--device cuda); use bf16 or fp32 on the CPU")
 
@@ -155,7 +200,10 @@ class TrainConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise SubptError(f"{source}: unknown setting(s) {', '.join(unknown)}")
-        return cls(**d)
+        try:
+            return cls(**d)
+        except SubptError as e:
+            raise SubptError(f"{source}: {e}; fix the field or re-create the run") from None
 
     def save(self, path: Path) -> None:
         """Write config.json, with the hash and the basis file's digest at the time the run starts."""
@@ -176,12 +224,7 @@ class TrainConfig:
     @classmethod
     def load(cls, path: Path) -> TrainConfig:
         """Read config.json written by `save`."""
-        try:
-            d = json.loads(Path(path).read_text())
-        except FileNotFoundError as e:
-            raise SubptError(f"{path} is missing: is this a run folder written by `subpt train`?") from e
-        except json.JSONDecodeError as e:
-            raise SubptError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from e
+        d = read_config_file(Path(path))
         for key in STAMP_KEYS:
             d.pop(key, None)
         return cls.from_dict(d, source=str(path))

@@ -6,6 +6,7 @@ A run folder (`subpt train --out RUN`) holds:
   metrics.jsonl    one line per epoch: loss, lr, train acc, base / novel / HM test accuracy, seconds
   ckpt/ctx_EEE.pt  the context after each epoch; ckpt/last.pt adds the optimiser state (for --resume)
   trajectory/      gradflow store: ctx snapshots after every epoch (and at init), per-step gradients if recorded
+  .lock            the writer's lock: a second process writing the same folder is refused
 A zero-shot folder of a sweep holds config.json (with "method": "zeroshot") and zeroshot.json.
 
 Everything else asks this module: where a file is, whether a run is finished, whether it may be resumed
@@ -14,16 +15,19 @@ with a given config, and how to rebuild its prompt learner from a saved context.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
+from typing import IO
 
 import torch
 
 from gradflow.atomic import atomic_torch_save, atomic_write_json
 from subpt.backbone import Backbone, load_backbone
-from subpt.config import STAMP_KEYS, TrainConfig
+from subpt.config import STAMP_KEYS, TrainConfig, read_config_file
 from subpt.errors import SubptError
 from subpt.evaluate import evaluate_run
 from subpt.prompts import PromptLearner
@@ -35,6 +39,7 @@ ZEROSHOT = "zeroshot.json"
 CKPT = "ckpt"
 LAST = "last.pt"
 TRAJECTORY = "trajectory"
+LOCK = ".lock"  # held (flock) by the one process writing the run; the OS releases it when that process ends
 RUN_FILES = (CONFIG, METRICS, ZEROSHOT, CKPT, TRAJECTORY)
 CTX_NAME = "ctx"  # the name of the context parameter in the run's trajectory store
 ZEROSHOT_METHOD = "zeroshot"  # the "method" marker in config.json of a zero-shot folder
@@ -85,14 +90,7 @@ def saved_stamp(run_dir: str | Path) -> dict[str, str | None]:
 def read_run_config(run_dir: str | Path) -> tuple[TrainConfig, str | None]:
     """(TrainConfig, marker) of a run folder; marker is 'zeroshot' for a zero-shot folder, else None."""
     path = config_path(run_dir)
-    try:
-        d = json.loads(path.read_text())
-    except FileNotFoundError as e:
-        raise SubptError(
-            f"{path} is missing: is {run_dir} a run folder of `subpt train` or `subpt sweep`?"
-        ) from e
-    except json.JSONDecodeError as e:
-        raise SubptError(f"{path} is not valid JSON ({e.msg} at line {e.lineno})") from e
+    d = read_config_file(path)
     marker = d.pop("method", None)
     d.pop("templates", None)
     for key in STAMP_KEYS:
@@ -237,6 +235,31 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
         os.rmdir(probe)
     except OSError as e:
         raise SubptError(f"output folder {run_dir} is not writable ({e}); choose another --out") from e
+
+
+def lock_run_dir(run_dir: Path) -> IO[str]:
+    """Create the run folder if needed and take its exclusive writer lock, held until the returned file is closed
+    or the process ends (a crash leaves no stale lock); a second writer gets a one-line error."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(run_dir / LOCK, "a+")  # noqa: SIM115 - held open for the life of the run
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise SubptError(
+            f"another process is writing {run_dir} (it holds {run_dir / LOCK}): wait for it to end or choose another --out"
+        ) from None
+    return handle
+
+
+def clear_run(run_dir: Path) -> None:
+    """Delete a run's files (for --overwrite), keeping the folder, its lock and anything that is not the run's."""
+    for name in RUN_FILES:
+        path = run_dir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
 
 
 def basis_changed(run_dir: Path, cfg: TrainConfig) -> bool:

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import torch
 import torch.nn.functional as F
@@ -160,6 +160,7 @@ class TrainingRun:
     start_epoch: int
     step: int
     metrics: list[dict]
+    lock: IO[str] | None = None  # rank 0's writer lock on the run folder (runs.lock_run_dir)
 
 
 def start_run(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, progress: bool) -> TrainingRun:
@@ -189,34 +190,43 @@ def start_run(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, pr
     nfl = None
     if cfg.nfl:
         nfl = NovelFeatureLearner(learner, resolve_names(cfg.nfl_names, splits.task), teacher_templates(splits.task))
-    last = runs.load_last(run_dir) if resume else None
-
-    optimizer = torch.optim.SGD([ctx], lr=cfg.lr, momentum=cfg.momentum, weight_decay=0.0)
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
-    start_epoch, step = 0, 0
-    if last is not None:
-        with torch.no_grad():
-            ctx.copy_(last["ctx"].to(device))
-        optimizer.load_state_dict(last["optimizer"])
-        start_epoch, step = int(last["epoch"]), int(last["step"])
-    metrics = _write_start(cfg, run_dir, backbone, splits, last, start_epoch, resume, overwrite) if dctx.is_main else []
-    dctx.barrier()
-    recorder = GradientRecorder(
-        [(runs.CTX_NAME, ctx)], runs.trajectory_path(run_dir), record_grads=cfg.record_grads, every=cfg.record_every,
-        dtype=cfg.record_dtype, metadata=run_metadata(cfg, learner),
-    )
-    recorder.truncate(step)
-    if last is None:
-        recorder.snapshot(step=0, epoch=0)
-    return TrainingRun(cfg, run_dir, dctx, device, splits, learner, projector, nfl, optimizer, scaler, recorder,
-                       start_epoch, step, metrics)
+    lock = runs.lock_run_dir(run_dir) if dctx.is_main else None  # held until train() ends
+    try:
+        if lock is not None:  # again, under the lock: another writer may have finished in the meantime
+            runs.check_run_dir(run_dir, resume, overwrite)
+            if resume:
+                runs.check_resume(run_dir, cfg)
+        last = runs.load_last(run_dir) if resume else None
+        optimizer = torch.optim.SGD([ctx], lr=cfg.lr, momentum=cfg.momentum, weight_decay=0.0)
+        scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
+        start_epoch, step = 0, 0
+        if last is not None:
+            with torch.no_grad():
+                ctx.copy_(last["ctx"].to(device))
+            optimizer.load_state_dict(last["optimizer"])
+            start_epoch, step = int(last["epoch"]), int(last["step"])
+        metrics = _write_start(cfg, run_dir, backbone, splits, last, start_epoch, resume, overwrite) if dctx.is_main else []
+        dctx.barrier()
+        recorder = GradientRecorder(
+            [(runs.CTX_NAME, ctx)], runs.trajectory_path(run_dir), record_grads=cfg.record_grads, every=cfg.record_every,
+            dtype=cfg.record_dtype, metadata=run_metadata(cfg, learner),
+        )
+        recorder.truncate(step)
+        if last is None:
+            recorder.snapshot(step=0, epoch=0)
+        return TrainingRun(cfg, run_dir, dctx, device, splits, learner, projector, nfl, optimizer, scaler, recorder,
+                           start_epoch, step, metrics, lock)
+    except BaseException:
+        if lock is not None:
+            lock.close()
+        raise
 
 
 def _write_start(cfg: TrainConfig, run_dir: Path, backbone: Backbone, splits: Splits, last: dict | None,
                  start_epoch: int, resume: bool, overwrite: bool) -> list[dict]:
     """Rank 0: a new run's config.json and zeroshot.json, or a resumed run's metrics cut back to its checkpoint."""
-    if overwrite and run_dir.exists() and not resume:
-        shutil.rmtree(run_dir)
+    if overwrite and not resume:
+        runs.clear_run(run_dir)
     (run_dir / runs.CKPT).mkdir(parents=True, exist_ok=True)
     if last is None:
         runs.save_config(run_dir, cfg)
@@ -308,4 +318,6 @@ def train(
             bar.set_postfix(base=f"{record.get('base_acc', float('nan')):.1f}", novel=f"{record.get('novel_acc', float('nan')):.1f}")
     finally:
         run.recorder.close()
+        if run.lock is not None:
+            run.lock.close()
     return run.metrics

@@ -57,6 +57,13 @@ def test_train_json_and_eval_agree(finished_run):
         (["--basis", "/nonexistent/early.pt"], ["--basis", "no such file"]),
         (["--precision", "fp8"], ["--precision"]),
         (["--csc", "--nfl"], ["--nfl", "--csc"]),
+        (["--lr", "inf"], ["--lr must be a finite number"]),
+        (["--lr", "nan"], ["--lr must be a finite number"]),
+        (["--weight-decay", "nan"], ["--weight-decay must be a finite number"]),
+        (["--weight-decay", "-1"], ["--weight-decay must be non-negative"]),
+        (["--nfl", "--nfl-lambda", "inf"], ["--nfl-lambda must be a finite number"]),
+        (["--seed", str(2**64)], ["--seed"]),
+        (["--device", "tpu"], ["--device must be cpu, cuda"]),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path, args, needles):
@@ -101,5 +108,77 @@ def test_zeroshot_template_and_ensemble():
     assert_one_line_error(invoke("zeroshot", "--template", "no placeholder"), "no '{}'")
 
 
+@pytest.mark.parametrize(
+    "field, value, needle",
+    [("lr", "fast", "'lr' must be float"), ("epochs", None, "'epochs' must be int"),
+     ("dataset_options", [1, 2], "'dataset_options' must be dict"), ("csc", 1, "'csc' must be bool")],
+)
+def test_eval_of_a_config_with_a_wrongly_typed_field(finished_run, tmp_path, field, value, needle):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(finished_run, run)
+    config = json.loads((run / "config.json").read_text())
+    config[field] = value
+    (run / "config.json").write_text(json.dumps(config))
+    assert_one_line_error(invoke("eval", str(run)), "config.json", needle)
+
+
+def test_eval_and_basis_of_a_file_or_a_config_that_is_no_object(finished_run, tmp_path):
+    import shutil
+
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert_one_line_error(invoke("eval", str(a_file)), "is a file, not a run folder")
+    assert_one_line_error(invoke("basis", str(a_file), "-o", str(tmp_path / "b.pt")), "is a file, not a run folder")
+    run = tmp_path / "copy"
+    shutil.copytree(finished_run, run)
+    (run / "config.json").write_text("[1, 2]")
+    assert_one_line_error(invoke("eval", str(run)), "config.json holds a JSON list")
+
+
+def test_basis_rank_and_window_of_zero_are_refused(finished_run, tmp_path):
+    out = tmp_path / "b.pt"
+    assert_one_line_error(invoke("basis", str(finished_run), "--t-early", "0", "-o", str(out)), "--t-early must be at least 1")
+    assert_one_line_error(invoke("basis", str(finished_run), "--rank", "0", "-o", str(out)), "--rank must be at least 1")
+    assert not out.exists()
+
+
 def test_eval_of_a_folder_that_is_no_run(tmp_path):
     assert_one_line_error(invoke("eval", str(tmp_path)), "config.json")
+
+
+def test_a_second_writer_of_a_run_folder_is_refused(finished_run):
+    from subpt.runs import lock_run_dir
+
+    before = snapshot(finished_run)
+    held = lock_run_dir(finished_run)  # as another `subpt train` on the same --out would hold it
+    try:
+        for flags in (["--resume"], ["--overwrite"]):
+            assert_one_line_error(invoke("train", *FAST, "--out", str(finished_run), *flags), "another process is writing")
+    finally:
+        held.close()
+    assert snapshot(finished_run) == before
+
+
+def test_a_killed_writer_leaves_no_stale_lock(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    from subpt.runs import lock_run_dir
+
+    run = tmp_path / "run"
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from subpt.runs import lock_run_dir; "
+         "h = lock_run_dir(Path(sys.argv[1])); print('locked', flush=True); time.sleep(600)", str(run)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert child.stdout.readline().strip() == "locked"
+        with pytest.raises(Exception, match="another process is writing"):
+            lock_run_dir(run)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    lock_run_dir(run).close()  # the kernel released the dead writer's lock

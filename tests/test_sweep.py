@@ -242,6 +242,8 @@ def test_dry_run_lists_jobs_and_runs_nothing(tmp_path):
         (["--epochs", "2", "--methods", "subpt"], "at least 3 epochs"),
         (["--targets", "dtd"], "--targets only applies"),
         (["--cue", "mark", "--datasets", "caltech101", "--root", "/tmp"], "embedded world only"),
+        (["--rank", "0"], "--rank must be at least 1"),
+        (["--t-early", "0"], "--t-early must be at least 1"),
     ],
 )
 def test_bad_sweep_input_is_one_line(tmp_path, args, needle):
