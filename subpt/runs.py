@@ -28,6 +28,7 @@ import torch
 from gradflow.atomic import atomic_torch_save, atomic_write_json
 from subpt.backbone import Backbone, load_backbone
 from subpt.config import STAMP_KEYS, TrainConfig, read_config_file
+from subpt.crashpoints import crash_point
 from subpt.errors import SubptError
 from subpt.evaluate import evaluate_run
 from subpt.prompts import PromptLearner
@@ -180,6 +181,7 @@ def save_epoch(run_dir: Path, ctx: torch.Tensor, optimizer: torch.optim.Optimize
          "record": record},
         last_path(run_dir),
     )
+    crash_point("checkpoint-saved")
     append_metrics(run_dir, record)
 
 

@@ -28,6 +28,7 @@ from gradflow.recorder import GradientRecorder
 from subpt import runs
 from subpt.backbone import Backbone, load_backbone
 from subpt.config import TrainConfig
+from subpt.crashpoints import crash_point
 from subpt.distributed import DistContext, init_from_env
 from subpt.errors import SubptError
 from subpt.evaluate import classify, evaluate_run, zero_shot_metrics
@@ -211,7 +212,9 @@ def start_run(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, pr
             [(runs.CTX_NAME, ctx)], runs.trajectory_path(run_dir), record_grads=cfg.record_grads, every=cfg.record_every,
             dtype=cfg.record_dtype, metadata=run_metadata(cfg, learner),
         )
-        recorder.truncate(step)
+        # Back to the checkpoint: rows recorded after it (a kill between an epoch's trajectory flush and its
+        # checkpoint) are dropped; without a checkpoint that is every row, the initial snapshot included.
+        recorder.truncate(step if last is not None else -1)
         if last is None:
             recorder.snapshot(step=0, epoch=0)
         return TrainingRun(cfg, run_dir, dctx, device, splits, learner, projector, nfl, optimizer, scaler, recorder,
@@ -286,6 +289,7 @@ def train_epoch(run: TrainingRun, epoch: int) -> dict:
     record["seconds"] = round(time.time() - t0, 4)
     run.recorder.snapshot(step=run.step, epoch=epoch + 1)
     run.recorder.flush()
+    crash_point("epoch-flushed")
     if dctx.is_main:
         runs.save_epoch(run.run_dir, ctx, run.optimizer, epoch + 1, run.step, cfg.hash(), record)
     return record
