@@ -116,6 +116,7 @@ def pipeline(
     precision: str = typer.Option(T("precision")),
     task_options: dict | None = None,
     resume: bool = typer.Option(False, "--resume", help="Keep finished stages, continue an interrupted one."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the runs already in --out."),
 ) -> None:
     """The reference recipe in one command: CoOp(+NFL) with recording, early basis, SubPT(+NFL)."""
     from subpt.config import TrainConfig
@@ -127,7 +128,7 @@ def pipeline(
         pretrained=pretrained, shots=shots, seed=seed, subsample=subsample, n_ctx=n_ctx, ctx_init=ctx_init,
         epochs=epochs, nfl=nfl, nfl_names=nfl_names, device=device, precision=precision,
     )
-    paths = run_pipeline(cfg, out, t_early=t_early, rank=rank, source=source, resume=resume)
+    paths = run_pipeline(cfg, out, t_early=t_early, rank=rank, source=source, resume=resume, overwrite=overwrite)
     print_run_summary(paths["stage1"])
     print_run_summary(paths["stage2"])
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gradflow.subspace import Basis
+from gradflow.trajectory import STREAMS
 from gradflow.windowbasis import check_window_rank, max_window_rank, window_basis
 from gradflow.windows import Window
 from subpt.errors import SubptError
@@ -85,6 +86,8 @@ class BasisPlan:
                   rank: int | None = None, source: str = "snapshots", late: bool = False) -> BasisPlan:
         """The reference recipe's basis of a run: epochs 1..t (the last t with `late`), t = t_early or the reference
         value, at most `epochs`; rank `rank`, or the reference r at the reference t, else `basis_rank(t)`."""
+        if source not in STREAMS:
+            raise SubptError(f"--source must be one of {', '.join(STREAMS)}, got {source!r}")
         for flag, value in (("--t-early", t_early), ("--rank", rank)):
             if value is not None and value < 1:
                 raise SubptError(f"{flag} must be at least 1, got {value}; leave it out for the reference value")

@@ -160,6 +160,10 @@ class TrainConfig:
                 raise SubptError(msg)
         if self.basis is not None and not Path(self.basis).is_file():
             raise SubptError(f"--basis {self.basis}: no such file; create one with `gradflow spectrum RUN -o FILE`")
+        from gradflow.trajectory import DTYPES
+
+        if self.record_dtype not in DTYPES:
+            raise SubptError(f"--record-dtype must be one of {', '.join(DTYPES)}, got {self.record_dtype!r}")
         if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", self.device):
             raise SubptError(f"--device must be cpu, cuda, cuda:N or mps, got {self.device!r}")
         if self.precision != "fp32" and self.device == "cpu" and self.precision == "fp16":

@@ -49,3 +49,17 @@ def test_pipeline_runs_both_stages(tmp_path):
     assert len((out / "subpt" / "metrics.jsonl").read_text().splitlines()) == 4
     bad = runner.invoke(subpt_app, ["pipeline", *FAST, "--epochs", "4", "--t-early", "9", "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "--t-early 9" in bad.stderr
+
+
+def test_pipeline_checks_every_setting_before_training_and_can_overwrite(tmp_path):
+    out = tmp_path / "ref"
+    for args, needle in ((["--source", "gradz"], "--source must be one of"), (["--rank", "0"], "--rank must be at least 1"),
+                         (["--resume", "--overwrite"], "choose one")):
+        bad = runner.invoke(subpt_app, ["pipeline", *FAST, "--epochs", "4", "--t-early", "3", *args, "--out", str(out)])
+        assert bad.exit_code == 2 and needle in bad.stderr, bad.output
+        assert not out.exists()
+    args = ["pipeline", *FAST, "--epochs", "4", "--t-early", "3", "--rank", "1", "--out", str(out)]
+    assert runner.invoke(subpt_app, args).exit_code == 0
+    again = runner.invoke(subpt_app, args)
+    assert again.exit_code == 2 and "--overwrite" in again.stderr  # the option it names exists
+    assert runner.invoke(subpt_app, [*args, "--overwrite"]).exit_code == 0

@@ -64,6 +64,7 @@ def test_train_json_and_eval_agree(finished_run):
         (["--nfl", "--nfl-lambda", "inf"], ["--nfl-lambda must be a finite number"]),
         (["--seed", str(2**64)], ["--seed"]),
         (["--device", "tpu"], ["--device must be cpu, cuda"]),
+        (["--record", "--record-dtype", "float8"], ["--record-dtype must be one of"]),
     ],
 )
 def test_bad_input_is_one_line_exit_2(tmp_path, args, needles):

@@ -23,13 +23,18 @@ def run_pipeline(
     source: str = "snapshots",
     progress: bool = True,
     resume: bool = False,
+    overwrite: bool = False,
 ) -> dict[str, Path]:
     """Stage 1 CoOp(+NFL) with recording, the early basis, stage 2 SubPT(+NFL); returns the paths.
 
-    With `resume`, finished stages are kept and an interrupted one continues from its checkpoint.
+    With `resume`, finished stages are kept and an interrupted one continues from its checkpoint; with
+    `overwrite`, runs already in `out_dir` are replaced. Every setting is checked before anything trains.
     """
     if cfg.basis:
         raise SubptError("the pipeline builds its own basis: leave --basis out")
+    if resume and overwrite:
+        raise SubptError("--resume keeps the runs in --out and --overwrite replaces them: choose one")
+    cfg.validate()
     ref_t, _ = reference_setting(cfg.shots, cfg.subsample == "base")
     t_early = ref_t if t_early is None else t_early
     if not 1 <= t_early <= cfg.epochs:
@@ -41,9 +46,9 @@ def run_pipeline(
     stage2 = out_dir / ("subpt_nfl" if cfg.nfl else "subpt")
     basis_path = out_dir / "early.pt"
     first = replace(cfg, record_grads=cfg.record_grads or source == "grads")
-    train_stage(first, stage1, progress, resume)
+    train_stage(first, stage1, progress, resume, overwrite)
     plan.build(stage1, basis_path)
-    train_stage(replace(cfg, basis=str(basis_path)), stage2, progress, resume)
+    train_stage(replace(cfg, basis=str(basis_path)), stage2, progress, resume, overwrite)
     return {"stage1": stage1, "basis": basis_path, "stage2": stage2}
 
 
