@@ -21,7 +21,6 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import IO
 
 import torch
 
@@ -239,19 +238,48 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
         raise SubptError(f"output folder {run_dir} is not writable ({e}); choose another --out") from e
 
 
-def lock_run_dir(run_dir: Path) -> IO[str]:
-    """Create the run folder if needed and take its exclusive writer lock, held until the returned file is closed
-    or the process ends (a crash leaves no stale lock); a second writer gets a one-line error."""
+_HELD: dict[Path, list] = {}  # run folder -> [its open lock file, how many holders in this process]
+
+
+class RunLock:
+    """A hold on a run folder's exclusive writer lock; `close` lets go (the last holder in the process unlocks)."""
+
+    def __init__(self, key: Path) -> None:
+        self.key = key
+        self.closed = False
+
+    def close(self) -> None:
+        """Release this hold (idempotent)."""
+        if self.closed:
+            return
+        self.closed = True
+        entry = _HELD[self.key]
+        entry[1] -= 1
+        if entry[1] == 0:
+            entry[0].close()
+            del _HELD[self.key]
+
+
+def lock_run_dir(run_dir: Path, wait: bool = False) -> RunLock:
+    """Create the run folder if needed and take its exclusive writer lock, held until every hold of this process is
+    closed or the process ends (a crash leaves no stale lock). Another process holding it is a one-line error, or,
+    with `wait`, waited for (a sweep claiming its next job). Holds within one process nest."""
+    run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(run_dir / LOCK, "a+")  # noqa: SIM115 - held open for the life of the run
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise SubptError(
-            f"another process is writing {run_dir} (it holds {run_dir / LOCK}): wait for it to end or choose another --out"
-        ) from None
-    return handle
+    key = run_dir.resolve()
+    if key not in _HELD:
+        handle = open(run_dir / LOCK, "a+")  # noqa: SIM115 - held open for the life of the run
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            handle.close()
+            raise SubptError(
+                f"another process is writing {run_dir} (it holds {run_dir / LOCK}): wait for it to end or choose "
+                "another --out"
+            ) from None
+        _HELD[key] = [handle, 0]
+    _HELD[key][1] += 1
+    return RunLock(key)
 
 
 def clear_run(run_dir: Path) -> None:

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import torch
 import torch.nn.functional as F
@@ -161,7 +160,7 @@ class TrainingRun:
     start_epoch: int
     step: int
     metrics: list[dict]
-    lock: IO[str] | None = None  # rank 0's writer lock on the run folder (runs.lock_run_dir)
+    lock: runs.RunLock | None = None  # rank 0's hold on the run folder's writer lock
 
 
 def start_run(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, progress: bool) -> TrainingRun:

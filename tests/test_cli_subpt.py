@@ -149,37 +149,45 @@ def test_eval_of_a_folder_that_is_no_run(tmp_path):
     assert_one_line_error(invoke("eval", str(tmp_path)), "config.json")
 
 
-def test_a_second_writer_of_a_run_folder_is_refused(finished_run):
-    from subpt.runs import lock_run_dir
-
-    before = snapshot(finished_run)
-    held = lock_run_dir(finished_run)  # as another `subpt train` on the same --out would hold it
-    try:
-        for flags in (["--resume"], ["--overwrite"]):
-            assert_one_line_error(invoke("train", *FAST, "--out", str(finished_run), *flags), "another process is writing")
-    finally:
-        held.close()
-    assert snapshot(finished_run) == before
-
-
-def test_a_killed_writer_leaves_no_stale_lock(tmp_path):
-    import signal
+def hold_lock_in_another_process(run):
+    """A child process holding the run folder's writer lock, as another `subpt train` on it would."""
     import subprocess
     import sys
 
-    from subpt.runs import lock_run_dir
-
-    run = tmp_path / "run"
     child = subprocess.Popen(
         [sys.executable, "-c", "import sys, time; from pathlib import Path; from subpt.runs import lock_run_dir; "
          "h = lock_run_dir(Path(sys.argv[1])); print('locked', flush=True); time.sleep(600)", str(run)],
         stdout=subprocess.PIPE, text=True,
     )
+    assert child.stdout.readline().strip() == "locked"
+    return child
+
+
+def test_a_second_writer_of_a_run_folder_is_refused(finished_run):
+    before = snapshot(finished_run)
+    child = hold_lock_in_another_process(finished_run)
     try:
-        assert child.stdout.readline().strip() == "locked"
-        with pytest.raises(Exception, match="another process is writing"):
+        for flags in (["--resume"], ["--overwrite"]):
+            assert_one_line_error(invoke("train", *FAST, "--out", str(finished_run), *flags), "another process is writing")
+    finally:
+        child.kill()
+        child.wait()
+    assert snapshot(finished_run) == before
+
+
+def test_a_killed_writer_leaves_no_stale_lock(tmp_path):
+    from subpt.errors import SubptError
+    from subpt.runs import lock_run_dir
+
+    run = tmp_path / "run"
+    child = hold_lock_in_another_process(run)
+    try:
+        with pytest.raises(SubptError, match="another process is writing"):
             lock_run_dir(run)
     finally:
-        child.send_signal(signal.SIGKILL)
+        child.kill()  # SIGKILL: no clean-up runs in the child
         child.wait()
-    lock_run_dir(run).close()  # the kernel released the dead writer's lock
+    first = lock_run_dir(run)  # the kernel released the dead writer's lock
+    second = lock_run_dir(run)  # holds within one process nest
+    first.close()
+    second.close()

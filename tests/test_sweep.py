@@ -322,3 +322,32 @@ def test_two_workers_share_the_sweep(swept, monkeypatch):
     assert [c[1:] for c in launched] == [["0", "2"], ["1", "2"]]
     assert result["workers"] == 2 and result["skipped"] == 6
     assert not list((out / "base2novel").glob(".sweep-*"))
+
+
+def test_two_concurrent_sweeps_on_one_folder_run_every_job_once(swept, tmp_path):
+    """Two `subpt sweep` processes started together on one folder claim jobs through the run folders' locks: every
+    job runs once (no duplicated metrics lines), and the table equals the single sweep's."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    out = tmp_path / "shared"
+    cmd = [sys.executable, "-m", "subpt._cli.subpt_app", "sweep", "--protocol", "base2novel", "--datasets", DATASET,
+           "--seeds", "1,2", "--methods", ",".join(METHODS), "--shots", "2", "--epochs", "4", "--n-ctx", "4",
+           "--noise", "40", "--test-per-class", "6", "--device", "cpu", "--out", str(out)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [r[1] for r in results]
+    counts = [re.search(r"(\d+) jobs in \d+ s: (\d+) done, (\d+) resumed, (\d+) skipped", r[0]) for r in results]
+    n_jobs = int(counts[0].group(1))
+    assert sum(int(c.group(2)) + int(c.group(3)) for c in counts) == n_jobs  # each job trained by one process
+    for metrics in (out / "base2novel").rglob("metrics.jsonl"):
+        assert len(metrics.read_text().splitlines()) == 4, metrics
+    tables = []
+    for folder in (swept[0], out):
+        res = runner.invoke(app, ["table", str(folder / "base2novel"), "--json"])
+        assert res.exit_code == 0, res.output
+        tables.append(json.loads(res.stdout)["protocols"][0]["tables"])
+    assert tables[0] == tables[1]

@@ -94,7 +94,21 @@ def _summary(job: Job) -> str:
 def run_job(
     s: SweepSettings, job: Job, restart_subpt: set[str], total: int, echo: Echo, prefix: str = ""
 ) -> str:
-    """Run (or skip, or resume) one job and print its line; returns 'done', 'resumed' or 'skipped'."""
+    """Claim one job (its run folder's lock, waiting while another sweep process holds it), then run, skip or
+    resume it and print its line; returns 'done', 'resumed' or 'skipped'. Concurrent sweeps on one folder so
+    share the work: a job another process finished while this one waited is skipped."""
+    from subpt import runs
+
+    claim = runs.lock_run_dir(Path(job.run_dir), wait=True)
+    try:
+        return _run_claimed_job(s, job, restart_subpt, total, echo, prefix)
+    finally:
+        claim.close()
+
+
+def _run_claimed_job(
+    s: SweepSettings, job: Job, restart_subpt: set[str], total: int, echo: Echo, prefix: str = ""
+) -> str:
     t0 = time.time()
     run = Path(job.run_dir)
     cfg = job_config(s, job)
@@ -108,7 +122,13 @@ def run_job(
         plan = s.basis_plan(job.dataset, job.shots)
         changed = bpath.is_file() and basis_window(bpath) != (plan.window, plan.rank)
         if stage1 in restart_subpt or changed or not bpath.is_file():
-            plan.build(Path(stage1), bpath)
+            from subpt import runs
+
+            stage1_claim = runs.lock_run_dir(Path(stage1), wait=True)  # another sweep may still be training it
+            try:
+                plan.build(Path(stage1), bpath)
+            finally:
+                stage1_claim.close()
             notes.append(f"basis epochs 1-{plan.t}, r {plan.rank}")
         if (stage1 in restart_subpt or changed) and state != "new":
             retrained = f"{STAGE1[job.method]} was retrained"
