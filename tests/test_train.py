@@ -153,28 +153,42 @@ def test_kill_between_checkpoint_and_metrics_line_loses_no_line(tmp_path):
     assert strip(read_metrics(tmp_path / "killed")) == strip(resumed) == strip(full)
 
 
-@pytest.mark.parametrize("point", ["epoch-flushed@1", "epoch-flushed@2", "checkpoint-saved@1", "checkpoint-saved@2"])
-def test_a_kill_at_each_window_of_the_epoch_commit_resumes_bit_identically(tmp_path, point):
+CRASH_ARGS = ["--dataset", "world-color-shape-36", "--shots", "2", "--n-ctx", "4", "--epochs", "3", "--record"]
+
+
+def crash_cmd() -> list[str]:
+    return [sys.executable, "-m", "subpt._cli.subpt_app", "train", *CRASH_ARGS]
+
+
+def crash_env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k != "SUBPT_CRASH_AT"}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("crash") / "full"
+    subprocess.run([*crash_cmd(), "--out", str(out)], check=True, env=crash_env(), capture_output=True)
+    return out
+
+
+@pytest.mark.parametrize("point", ["epoch-flushed@1", "epoch-flushed@2", "checkpoint-saved@2"])
+def test_a_kill_at_each_window_of_the_epoch_commit_resumes_bit_identically(tmp_path, uninterrupted, point):
     """SUBPT_CRASH_AT ends the process at a named point as SIGKILL would: after an epoch's trajectory flush and
     before its checkpoint (epoch 1: no checkpoint yet at all), or after the checkpoint and before the metrics line.
     `--resume` then finishes the run exactly as an uninterrupted one."""
-    args = ["--dataset", "world-color-shape-36", "--shots", "2", "--n-ctx", "4", "--epochs", "3", "--record"]
-    cmd = [sys.executable, "-m", "subpt._cli.subpt_app", "train", *args]
-    env = {k: v for k, v in os.environ.items() if k != "SUBPT_CRASH_AT"}
-    subprocess.run([*cmd, "--out", str(tmp_path / "full")], check=True, env=env, capture_output=True)
-    killed = subprocess.run([*cmd, "--out", str(tmp_path / "killed")], env={**env, "SUBPT_CRASH_AT": point},
-                            capture_output=True, text=True)
+    killed = subprocess.run([*crash_cmd(), "--out", str(tmp_path / "killed")],
+                            env={**crash_env(), "SUBPT_CRASH_AT": point}, capture_output=True, text=True)
     assert killed.returncode == 137, killed.stderr
-    for _ in range(2):  # a failed resume must not spoil the next one either
-        resumed = subprocess.run([*cmd, "--out", str(tmp_path / "killed"), "--resume"], env=env,
+    for _ in range(2):  # a resume must leave the folder fit for the next one too
+        resumed = subprocess.run([*crash_cmd(), "--out", str(tmp_path / "killed"), "--resume"], env=crash_env(),
                                  capture_output=True, text=True)
         assert resumed.returncode == 0, resumed.stderr
         strip = lambda ms: [{k: v for k, v in m.items() if k != "seconds"} for m in ms]  # noqa: E731
-        assert strip(read_metrics(tmp_path / "killed")) == strip(read_metrics(tmp_path / "full"))
-        a = torch.load(tmp_path / "full" / "ckpt" / "last.pt", weights_only=True)
+        assert strip(read_metrics(tmp_path / "killed")) == strip(read_metrics(uninterrupted))
+        a = torch.load(uninterrupted / "ckpt" / "last.pt", weights_only=True)
         b = torch.load(tmp_path / "killed" / "ckpt" / "last.pt", weights_only=True)
         assert torch.equal(a["ctx"], b["ctx"])
-        sa = TrajectoryStore.open(tmp_path / "full" / "trajectory")
+        sa = TrajectoryStore.open(uninterrupted / "trajectory")
         sb = TrajectoryStore.open(tmp_path / "killed" / "trajectory")
         for stream in ("grads", "snapshots"):
             assert (sa.rows(stream) == sb.rows(stream)).all()
