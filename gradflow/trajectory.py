@@ -28,13 +28,19 @@ import torch
 
 from gradflow.atomic import TMP_MARK, atomic_open, atomic_write_json, fsync_dir
 from gradflow.errors import GradflowError
+from gradflow.manifest import (  # noqa: F401 - the store's schema, re-exported
+    DTYPES,
+    FORMAT,
+    MANIFEST,
+    SCALAR_DTYPE,
+    STREAMS,
+    VERSION,
+    npy_header,
+    read_manifest,
+    resolve,
+    scalars_file,
+)
 
-FORMAT = "gradflow-trajectory"
-VERSION = 1
-MANIFEST = "manifest.json"
-STREAMS = ("grads", "snapshots")
-DTYPES = ("float32", "float16", "bfloat16")
-SCALAR_DTYPE = np.dtype([("step", "<i8"), ("epoch", "<i8"), ("loss", "<f8"), ("lr", "<f8")])
 _NP_STORAGE = {"float32": np.dtype("<f4"), "float16": np.dtype("<f2"), "bfloat16": np.dtype("<u2")}
 _TORCH_STORAGE = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _CHUNK_RE = re.compile(r"^chunk_(\d{6,})\.npy$")
@@ -56,47 +62,6 @@ def _atomic_write_json(path: Path, obj: Any) -> None:
 def _bf16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
     """Convert raw bfloat16 bit patterns (uint16) to float32."""
     return (bits.astype(np.uint32) << 16).view(np.float32)
-
-
-def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
-    """Read only the header of a .npy file: (shape, dtype, data offset)."""
-    with open(path, "rb") as fh:
-        version = np.lib.format.read_magic(fh)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-        else:
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-        if fortran:
-            raise ValueError("Fortran-ordered array")
-        return tuple(shape), dtype, fh.tell()
-
-
-def resolve(path: str | Path) -> Path:
-    """Return the store folder for ``path``: a store folder or a run folder holding trajectory/."""
-    p = Path(path)
-    if not p.exists():
-        raise GradflowError(f"{p} does not exist: pass a trajectory store folder or a run folder")
-    if (p / MANIFEST).is_file():
-        return p
-    if (p / "trajectory" / MANIFEST).is_file():
-        return p / "trajectory"
-    raise GradflowError(
-        f"{p} is not a trajectory store: neither {p / MANIFEST} nor {p / 'trajectory' / MANIFEST} exists "
-        "(record one with gradflow.GradientRecorder)"
-    )
-
-
-def _check_inside(store: Path, rel: object, stream: str) -> None:
-    """Raise ValueError unless `rel` names a file of `stream`'s folder inside the store, reached without a
-    symlink out: a manifest from elsewhere must never make the tools read or delete outside the store."""
-    if not isinstance(rel, str) or "\\" in rel or "\x00" in rel:
-        raise ValueError(f"chunk path {rel!r} is not a plain relative path")
-    parts = rel.split("/")
-    if len(parts) != 2 or parts[0] != stream or parts[1] in ("", ".", ".."):
-        raise ValueError(f"chunk path {rel!r} is not a file of the store's {stream}/ folder")
-    root = store.resolve()
-    if not (store / rel).resolve().is_relative_to(root):
-        raise ValueError(f"chunk path {rel!r} leads outside the store (a symlink?)")
 
 
 def _to_f32(block: np.ndarray, dtype: str) -> np.ndarray:
@@ -207,57 +172,12 @@ class TrajectoryStore:
         if mode not in ("r", "a"):
             raise GradflowError(f"mode must be 'r' or 'a', got {mode!r}")
         p = resolve(path)
-        manifest = cls._read_manifest(p)
+        manifest = read_manifest(p)
         store = cls(p, manifest, mode)
         store._validate_chunks()
         if mode == "a":
             store._clean_strays()
         return store
-
-    @staticmethod
-    def _read_manifest(p: Path) -> dict[str, Any]:
-        """Load and structurally validate manifest.json."""
-        mpath = p / MANIFEST
-        try:
-            manifest = json.loads(mpath.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise GradflowError(f"{mpath} is missing: {p} is not a trajectory store") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise GradflowError(
-                f"{mpath} cannot be parsed ({exc.__class__.__name__}: {exc}): restore it or re-record"
-            ) from None
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            fmt = manifest.get("format") if isinstance(manifest, dict) else None
-            raise GradflowError(f"{mpath} has format {fmt!r}, expected {FORMAT!r}: not a gradflow trajectory")
-        if manifest.get("version") != VERSION:
-            raise GradflowError(
-                f"{mpath} has version {manifest.get('version')!r}; this gradflow reads version {VERSION}: "
-                "upgrade gradflow or re-record"
-            )
-        try:
-            dim = int(manifest["dim"])
-            if manifest["dtype"] not in DTYPES:
-                raise ValueError(f"dtype {manifest['dtype']!r}")
-            int(manifest["chunk_rows"])
-            total = 0
-            for entry in manifest["params"]:
-                if int(entry["offset"]) != total or int(entry["numel"]) != int(math.prod(entry["shape"])):
-                    raise ValueError(f"param {entry.get('name')!r} has inconsistent offset/numel")
-                total += int(entry["numel"])
-            if total != dim:
-                raise ValueError(f"params add up to {total}, dim is {dim}")
-            manifest.setdefault("metadata", {})
-            for stream in STREAMS:
-                for c in manifest["streams"][stream]["chunks"]:
-                    for key in ("file", "rows", "first_step", "last_step", "first_epoch", "last_epoch"):
-                        c[key]  # noqa: B018 - presence check
-                    for rel in (c["file"], TrajectoryStore._scalars_file(c)):
-                        _check_inside(p, rel, stream)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise GradflowError(
-                f"{mpath} is malformed ({exc.__class__.__name__}: {exc}): re-record"
-            ) from None
-        return manifest
 
     def _validate_chunks(self) -> None:
         """Check that every listed chunk file exists and has the shape and dtype in the manifest."""
@@ -266,7 +186,7 @@ class TrajectoryStore:
             for c in self._manifest["streams"][stream]["chunks"]:
                 rows = int(c["rows"])
                 self._check_npy(c["file"], (rows, self._dim), storage, stream)
-                self._check_npy(self._scalars_file(c), (rows,), SCALAR_DTYPE, stream)
+                self._check_npy(scalars_file(c), (rows,), SCALAR_DTYPE, stream)
 
     def _check_npy(self, rel: str, shape: tuple[int, ...], dtype: np.dtype, stream: str) -> None:
         """Raise a GradflowError if the .npy file ``rel`` is missing, truncated or of another shape."""
@@ -277,7 +197,7 @@ class TrajectoryStore:
             raise GradflowError(f"{shown} is missing (listed in the manifest): {fix}")
         expect = " x ".join(str(s) for s in shape)
         try:
-            got_shape, got_dtype, offset = _npy_header(f)
+            got_shape, got_dtype, offset = npy_header(f)
         except (OSError, ValueError, SyntaxError) as exc:
             raise GradflowError(f"{shown} is not a readable .npy file ({exc}): {fix}") from None
         if got_shape != shape or got_dtype != dtype:
@@ -289,18 +209,13 @@ class TrajectoryStore:
             what = f"{shape[0]} rows x {shape[1]}" if len(shape) > 1 else f"{shape[0]} rows of scalars"
             raise GradflowError(f"{shown} is truncated (expected {what}): {fix}")
 
-    @staticmethod
-    def _scalars_file(chunk: dict[str, Any]) -> str:
-        """Relative path of the scalars file belonging to a chunk entry."""
-        return chunk.get("scalars") or chunk["file"][: -len(".npy")] + ".scalars.npy"
-
     def _clean_strays(self) -> None:
         """Remove temporary files and chunk files that the manifest does not list (killed writes)."""
         listed = set()
         for stream in STREAMS:
             for c in self._manifest["streams"][stream]["chunks"]:
                 listed.add(c["file"])
-                listed.add(self._scalars_file(c))
+                listed.add(scalars_file(c))
         for name in os.listdir(self.path):
             if TMP_MARK in name and name.startswith(MANIFEST):
                 (self.path / name).unlink(missing_ok=True)
@@ -597,7 +512,7 @@ class TrajectoryStore:
                 doomed.append(c)
             else:
                 data = np.load(self.path / c["file"], mmap_mode="r")
-                sc = np.load(self.path / self._scalars_file(c), mmap_mode="r")
+                sc = np.load(self.path / scalars_file(c), mmap_mode="r")
                 n = int(np.searchsorted(sc["step"], last_step, side="right"))
                 entry = self._write_chunk_files(stream, np.array(data[:n]), np.array(sc[:n]))
                 del data, sc
@@ -611,7 +526,7 @@ class TrajectoryStore:
             self._write_manifest_locked()
         for c in doomed:
             (self.path / c["file"]).unlink(missing_ok=True)
-            (self.path / self._scalars_file(c)).unlink(missing_ok=True)
+            (self.path / scalars_file(c)).unlink(missing_ok=True)
         self._refresh_last(stream)
 
     def _refresh_last(self, stream: str) -> None:
@@ -655,7 +570,7 @@ class TrajectoryStore:
                 continue
             if epochs and (int(c["last_epoch"]) < epochs[0] or int(c["first_epoch"]) > epochs[1]):
                 continue
-            sc = self._load(self._scalars_file(c), stream)
+            sc = self._load(scalars_file(c), stream)
             mask = np.ones(len(sc), dtype=bool)
             if steps:
                 mask &= (sc["step"] >= steps[0]) & (sc["step"] <= steps[1])
@@ -683,7 +598,7 @@ class TrajectoryStore:
     ) -> dict[str, np.ndarray]:
         """Per-row step, epoch, loss and lr of ``stream`` (optionally restricted to a window)."""
         parts = [
-            np.asarray(self._load(self._scalars_file(c), stream))[m]
+            np.asarray(self._load(scalars_file(c), stream))[m]
             for c, m in self._selected(stream, steps, epochs)
         ]
         sc = np.concatenate(parts) if parts else np.empty(0, SCALAR_DTYPE)

@@ -15,8 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from gradflow.manifest import STREAMS
 from gradflow.subspace import Basis
-from gradflow.trajectory import STREAMS
 from gradflow.windowbasis import check_window_rank, max_window_rank, window_basis
 from gradflow.windows import Window
 from subpt.errors import SubptError

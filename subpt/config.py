@@ -160,7 +160,7 @@ class TrainConfig:
                 raise SubptError(msg)
         if self.basis is not None and not Path(self.basis).is_file():
             raise SubptError(f"--basis {self.basis}: no such file; create one with `gradflow spectrum RUN -o FILE`")
-        from gradflow.trajectory import DTYPES
+        from gradflow.manifest import DTYPES
 
         if self.record_dtype not in DTYPES:
             raise SubptError(f"--record-dtype must be one of {', '.join(DTYPES)}, got {self.record_dtype!r}")
