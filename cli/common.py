@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import json
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -15,6 +17,7 @@ import typer
 from gradflow.errors import GradflowError
 
 USER_ERROR_EXIT = 2
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # the disk, not the program: one line, not a traceback
 _USER_ERRORS: list[type[BaseException]] = [GradflowError]
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -64,6 +67,12 @@ def run_guarded(fn: F) -> F:
             return fn(*args, **kwargs)
         except user_error_types() as exc:
             fail(exc)
+        except OSError as exc:
+            if exc.errno not in DISK_ERRORS:
+                raise
+            where = f" writing {exc.filename}" if exc.filename else ""
+            fail(f"{os.strerror(exc.errno)}{where}: free space (or choose another --out), then run the same command "
+                 "with --resume; finished epochs are kept")
 
     return wrapper  # type: ignore[return-value]
 

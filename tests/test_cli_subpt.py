@@ -191,3 +191,34 @@ def test_a_killed_writer_leaves_no_stale_lock(tmp_path):
     second = lock_run_dir(run)  # holds within one process nest
     first.close()
     second.close()
+
+
+def test_a_full_disk_is_one_line_leaves_no_temporary_file_and_resumes(tmp_path, monkeypatch):
+    import errno
+
+    import subpt.runs
+    from gradflow.atomic import TMP_MARK, atomic_open
+
+    real_save, calls = subpt.runs.atomic_torch_save, []
+
+    def disk_fills_up(obj, path, **kw):
+        calls.append(path)
+        if len(calls) < 3:
+            return real_save(obj, path, **kw)
+        with atomic_open(path, "wb") as fh:  # the temporary file exists when the disk runs out
+            fh.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    run = tmp_path / "run"
+    args = ["train", *FAST[:-4], "--n-ctx", "4", "--epochs", "3", "--record", "--out", str(run)]
+    monkeypatch.setattr(subpt.runs, "atomic_torch_save", disk_fills_up)
+    assert_one_line_error(invoke(*args), "No space left on device", "--resume")
+    assert not [p for p in run.rglob("*") if TMP_MARK in p.name]
+    monkeypatch.setattr(subpt.runs, "atomic_torch_save", real_save)
+    assert invoke(*args, "--resume").exit_code == 0
+    full = tmp_path / "full"
+    assert invoke(*args[:-1], str(full)).exit_code == 0
+    strip = lambda ms: [{k: v for k, v in m.items() if k != "seconds"} for m in ms]  # noqa: E731
+    from subpt.runs import read_metrics
+
+    assert strip(read_metrics(run)) == strip(read_metrics(full))
