@@ -63,3 +63,31 @@ def test_pipeline_checks_every_setting_before_training_and_can_overwrite(tmp_pat
     again = runner.invoke(subpt_app, args)
     assert again.exit_code == 2 and "--overwrite" in again.stderr  # the option it names exists
     assert runner.invoke(subpt_app, [*args, "--overwrite"]).exit_code == 0
+
+
+def test_pipeline_killed_at_a_commit_window_resumes_bit_identically(tmp_path):
+    """SUBPT_CRASH_AT=epoch-flushed@6 ends the pipeline in stage 2's second epoch (stage 1 has 4), between the
+    trajectory flush and the checkpoint; `--resume` finishes both stages as an uninterrupted pipeline does."""
+    import os
+    import subprocess
+    import sys
+
+    from subpt.runs import read_metrics
+
+    cmd = [sys.executable, "-m", "subpt._cli.subpt_app", "pipeline", *FAST, "--epochs", "4", "--t-early", "3",
+           "--rank", "1"]
+    env = {k: v for k, v in os.environ.items() if k != "SUBPT_CRASH_AT"}
+    subprocess.run([*cmd, "--out", str(tmp_path / "full")], check=True, env=env, capture_output=True)
+    killed = subprocess.run([*cmd, "--out", str(tmp_path / "killed")], env={**env, "SUBPT_CRASH_AT": "epoch-flushed@6"},
+                            capture_output=True, text=True)
+    assert killed.returncode == 137, killed.stderr
+    assert len(read_metrics(tmp_path / "killed" / "subpt")) == 1
+    resumed = subprocess.run([*cmd, "--out", str(tmp_path / "killed"), "--resume"], env=env, capture_output=True,
+                             text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    strip = lambda ms: [{k: v for k, v in m.items() if k != "seconds"} for m in ms]  # noqa: E731
+    for stage in ("coop", "subpt"):
+        assert strip(read_metrics(tmp_path / "killed" / stage)) == strip(read_metrics(tmp_path / "full" / stage))
+        a = torch.load(tmp_path / "full" / stage / "ckpt" / "last.pt", weights_only=True)["ctx"]
+        b = torch.load(tmp_path / "killed" / stage / "ckpt" / "last.pt", weights_only=True)["ctx"]
+        assert torch.equal(a, b)

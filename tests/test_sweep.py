@@ -351,3 +351,28 @@ def test_two_concurrent_sweeps_on_one_folder_run_every_job_once(swept, tmp_path)
         assert res.exit_code == 0, res.output
         tables.append(json.loads(res.stdout)["protocols"][0]["tables"])
     assert tables[0] == tables[1]
+
+
+def test_a_sweep_killed_at_a_commit_window_finishes_on_rerun_with_the_same_table(swept, tmp_path):
+    """SUBPT_CRASH_AT=checkpoint-saved@6 ends the sweep after a checkpoint and before its metrics line (in the
+    second trained run); the same command again finishes the sweep, and its table equals the uninterrupted one."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "subpt._cli.subpt_app", "sweep", "--protocol", "base2novel", "--datasets", DATASET,
+           "--seeds", "1,2", "--methods", ",".join(METHODS), "--shots", "2", "--epochs", "4", "--n-ctx", "4",
+           "--noise", "40", "--test-per-class", "6", "--device", "cpu", "--out", str(out)]
+    env = {k: v for k, v in os.environ.items() if k != "SUBPT_CRASH_AT"}
+    killed = subprocess.run(cmd, env={**env, "SUBPT_CRASH_AT": "checkpoint-saved@6"}, capture_output=True, text=True)
+    assert killed.returncode == 137, killed.stderr
+    again = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    for metrics in (out / "base2novel").rglob("metrics.jsonl"):
+        assert len(metrics.read_text().splitlines()) == 4, metrics
+    tables = []
+    for folder in (swept[0], out):
+        res = runner.invoke(app, ["table", str(folder / "base2novel"), "--json"])
+        tables.append(json.loads(res.stdout)["protocols"][0]["tables"])
+    assert tables[0] == tables[1]
