@@ -60,3 +60,29 @@ def test_demo_resume_keeps_finished_runs_and_finishes_the_others(tmp_path):
         assert changed == (n in expected), n
     assert {n: without_time(n) for n in expected} == expected
     assert again["table"] == first["table"]
+
+
+def test_demo_killed_at_a_commit_window_finishes_on_resume_with_the_same_table(tmp_path):
+    """SUBPT_CRASH_AT=epoch-flushed@7 ends the demo in its second run (CoOp has 4 epochs), between a trajectory
+    flush and the checkpoint, as SIGKILL would; a resumed demo gives the uninterrupted demo's table."""
+    import os
+    import subprocess
+    import sys
+
+    script = ("import io, json, sys; from pathlib import Path; from rich.console import Console; "
+              "from subpt.experiments.demo import run_demo; "
+              "s = run_demo(Path(sys.argv[1]), seeds=1, epochs=4, report=False, console=Console(file=io.StringIO()), "
+              "resume=sys.argv[2] == 'resume', options={'test_per_class': 5}); print(json.dumps(s['table']))")
+    env = {k: v for k, v in os.environ.items() if k != "SUBPT_CRASH_AT"}
+
+    def demo(out, mode, **extra):
+        return subprocess.run([sys.executable, "-c", script, str(out), mode], env={**env, **extra},
+                              capture_output=True, text=True)
+
+    full = demo(tmp_path / "full", "new")
+    assert full.returncode == 0, full.stderr
+    killed = demo(tmp_path / "killed", "new", SUBPT_CRASH_AT="epoch-flushed@7")
+    assert killed.returncode == 137, killed.stderr
+    resumed = demo(tmp_path / "killed", "resume")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout.splitlines()[-1]) == json.loads(full.stdout.splitlines()[-1])
