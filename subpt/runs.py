@@ -217,16 +217,13 @@ def saved_ctx_epochs(run_dir: Path) -> set[int]:
 
 
 # ---------------------------------------------------------------------------------------------- starting and resuming
-def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse an output that is a file, holds another run (without --resume/--overwrite), or is not writable."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise SubptError(f"output {run_dir} exists and is not a folder; choose another --out")
-    has_run = holds_run(run_dir)
-    if has_run and not (resume or overwrite):
-        raise SubptError(f"run folder {run_dir} already holds a run: pass --resume to continue it or --overwrite")
-    if resume and not has_run:
-        raise SubptError(f"--resume: {run_dir} holds no run (config.json missing); start it without --resume")
-    parent = run_dir
+def check_output_folder(folder: Path) -> None:
+    """Refuse an output folder (a run's, a sweep's, the demo's or the study's) that is a file, lies under a file, or
+    cannot be written."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise SubptError(f"output {folder} exists and is not a folder; choose another --out")
+    parent = folder
     while not parent.exists():
         parent = parent.parent
     try:
@@ -235,7 +232,17 @@ def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
         probe = tempfile.mkdtemp(dir=parent, prefix=".subpt-write-probe-")
         os.rmdir(probe)
     except OSError as e:
-        raise SubptError(f"output folder {run_dir} is not writable ({e}); choose another --out") from e
+        raise SubptError(f"output folder {folder} is not writable ({e}); choose another --out") from e
+
+
+def check_run_dir(run_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse an output that is a file, holds another run (without --resume/--overwrite), or is not writable."""
+    check_output_folder(run_dir)
+    has_run = holds_run(run_dir)
+    if has_run and not (resume or overwrite):
+        raise SubptError(f"run folder {run_dir} already holds a run: pass --resume to continue it or --overwrite")
+    if resume and not has_run:
+        raise SubptError(f"--resume: {run_dir} holds no run (config.json missing); start it without --resume")
 
 
 _HELD: dict[Path, list] = {}  # run folder -> [its open lock file, how many holders in this process]

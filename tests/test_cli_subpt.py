@@ -222,3 +222,13 @@ def test_a_full_disk_is_one_line_leaves_no_temporary_file_and_resumes(tmp_path, 
     from subpt.runs import read_metrics
 
     assert strip(read_metrics(run)) == strip(read_metrics(full))
+
+
+@pytest.mark.parametrize("command", [["demo", "--epochs", "4"], ["study", "--epochs", "4"],
+                                     ["sweep", "--datasets", "world-color-shape-36", "--methods", "coop", "--shots", "1"]])
+def test_an_output_folder_that_is_a_file_or_lies_under_one_is_one_line(tmp_path, command):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert_one_line_error(invoke(*command, "--out", str(a_file)), "is not a folder")
+    assert_one_line_error(invoke(*command, "--out", str(a_file / "sub")), "is not writable")
+    assert a_file.read_text() == "x"

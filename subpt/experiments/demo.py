@@ -27,7 +27,7 @@ from subpt.experiments.study import (
     study_config,
 )
 from subpt.figures import plot_accuracy_curves
-from subpt.runs import read_metrics, read_zeroshot
+from subpt.runs import check_output_folder, read_metrics, read_zeroshot
 from subpt.summary import aggregate, fmt, mean_std, method_table
 
 DEMO_VARIANT = DEFAULT_GRID[0]
@@ -61,6 +61,7 @@ def run_demo(
     for cfg in configs:  # every setting is checked before anything is written
         cfg.validate()
     early, late, rank = basis_plan(configs[0].epochs)
+    check_output_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     runs: dict[str, list[Path]] = {m: [] for m in METHODS}

@@ -23,7 +23,7 @@ from subpt.config import TrainConfig
 from subpt.errors import SubptError
 from subpt.evaluate import harmonic_mean
 from subpt.experiments.pipeline import train_stage
-from subpt.runs import read_metrics, read_zeroshot
+from subpt.runs import check_output_folder, read_metrics, read_zeroshot
 
 # The one method setting of the miniature, for every variant: CoOp with 4 context vectors initialised from
 # "a photo of a" (CoOp's init variant), 16 shots, CoOp's optimiser with lr 0.02 for 20 epochs: ten times CoOp's
@@ -180,8 +180,7 @@ def run_study(
 ) -> dict[str, Any]:
     """Run the grid into `out` (keeping finished runs when `resume`) and write study.json and study.md."""
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise SubptError(f"--out {out} is a file; choose a folder")
+    check_output_folder(out)
     if not variants or not seeds:
         raise SubptError("the study needs at least one variant and one seed")
     names = [v.name for v in variants]

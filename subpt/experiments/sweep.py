@@ -208,7 +208,10 @@ def default_workers(device: str) -> int:
 
 def run_sweep(s: SweepSettings, gpus: int | None = None, dry_run: bool = False, echo: Echo = print) -> dict:
     """Plan, check and run the sweep (in this process, or one worker process per GPU)."""
+    from subpt.runs import check_output_folder
+
     validate(s)
+    check_output_folder(Path(s.out))
     methods, added = expand_methods(s.methods)
     jobs = plan_jobs(s)
     workers = default_workers(s.device) if gpus is None else gpus
