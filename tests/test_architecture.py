@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"gradflow": ROOT / "gradflow", "subpt": ROOT / "subpt", "cli": ROOT / "cli"}
@@ -111,6 +110,7 @@ def test_the_training_loop_is_imported_only_by_the_commands_and_the_experiments(
 
 
 def test_the_cli_is_installed_as_subpt_cli_not_as_a_top_level_package() -> None:
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+; the project supports 3.10
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())
     setup = project["tool"]["setuptools"]
     assert "cli" not in setup["packages"] and not any(p.startswith("cli.") for p in setup["packages"])
