@@ -52,11 +52,8 @@ def run_zeroshot(cfg: Any, run_dir: Path) -> dict:
     splits = prepare_data(cfg, backbone, progress=False)
     templates = [splits.task.template]
     zs = zero_shot_metrics(backbone, splits, templates)
-    if run_dir.exists():
-        import shutil
-
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True)
+    runs.clear_run(run_dir)  # the run's files only: the folder and the lock this sweep holds on it stay
+    run_dir.mkdir(parents=True, exist_ok=True)
     runs.write_zeroshot_run(run_dir, cfg, zs, templates)
     return zs
 
