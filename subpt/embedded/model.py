@@ -70,7 +70,7 @@ def load_compact(path: Path) -> tuple[dict[str, torch.Tensor], dict]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError as e:
         raise SubptError(
-            f"embedded model {path} is missing: rebuild it with `subpt build-embedded` (about 5 minutes on 2 cores)"
+            f"embedded model {path} is missing: rebuild it with `subpt build-embedded` (about 15 minutes on 2 cores)"
         ) from e
     except Exception as e:
         raise SubptError(f"embedded model {path} is not readable ({e}); rebuild it with `subpt build-embedded`") from e

@@ -43,7 +43,8 @@ def pretraining_pool(n: int, seed: int) -> list[world.Recipe]:
         kind = kinds[int(rng.integers(len(kinds)))]
         color, shape, pattern = kind.sample(rng)
         noise = float(rng.uniform(*world.PRETRAIN_NOISE))
-        r = world.random_recipe(rng, color=color, shape=shape, pattern=pattern, noise=noise, kind=kind.index)
+        parts = kind.sample_parts(rng)
+        r = world.random_recipe(rng, color, shape, pattern=pattern, noise=noise, kind=kind.index, parts=parts)
         if (r.color, r.shape) not in held:
             out.append(r)
     return out

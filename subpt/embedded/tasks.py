@@ -109,11 +109,13 @@ def _split(
                     mark = (label % n_col + 1 + int(rng.integers(n_col - 1))) % n_col
             elif split == "test_cue_fixed":
                 background = 0
-            color, shape, pattern = cls.color, cls.shape, None
+            color, shape, pattern, parts = cls.color, cls.shape, None, (-1, -1, 0)
             if cls.kind >= 0:
-                color, shape, pattern = world.OBJECT_KINDS[cls.kind].sample(rng, main_color)
+                kind = world.OBJECT_KINDS[cls.kind]
+                color, shape, pattern = kind.sample(rng, main_color)
+                parts = kind.sample_parts(rng)
             recipe = world.random_recipe(rng, color=color, shape=shape, background=background, mark=mark,
-                                         noise=noise, pattern=pattern, kind=cls.kind)
+                                         noise=noise, pattern=pattern, kind=cls.kind, parts=parts)
             items.append(Item(recipe, label, cls.name))
     return items
 

@@ -62,6 +62,11 @@ mint moss nut oak olive palm pea poppy rice sage tea thyme wheat yam arrow axe b
 bucket button cable canoe chain chair clock coin comb cup desk dice door fan fence flag fork glove harp hat jar key
 knife lamp lock map mask mug net pan pen pipe plate pot pump rake rope ruler sack sail saw scarf shelf
 """.split())
+# Parts of a kind beyond its body: a trim (an outline in a colour of its own, or none) and a spot (a small disc of
+# a colour of its own on one side), so a kind is a bundle of many visual traits, as real objects are, and the
+# joint space holds more than colour, shape and pattern.
+SPOT_SIDES: tuple[str, ...] = ("top", "bottom", "left", "right")
+PART_SHOWN = 0.9  # probability that an instance shows its kind's trim and spot
 NAME_USE = (0.005, 0.3)  # range of the per-kind probability that a pretraining caption uses its name
 MAIN_LOOK = {"color": 0.9, "shape": 0.95, "pattern": 0.9}  # probability that a kind shows its main attribute
 _OBJECT_SEED = 20221104
@@ -79,6 +84,9 @@ class ObjectKind:
     color2: int
     shape2: int
     name_use: float
+    trim: int = -1  # colour index of the kind's outline, -1 for none
+    spot: int = -1  # colour index of the kind's spot
+    spot_side: int = 0  # index into SPOT_SIDES
 
     def sample(self, rng: np.random.Generator, main_color: float | None = None) -> tuple[int, int, int]:
         """(colour, shape, pattern) of one instance of this kind; `main_color` overrides how often it shows its
@@ -89,6 +97,11 @@ class ObjectKind:
         pattern = self.pattern if u[2] < MAIN_LOOK["pattern"] else int(rng.integers(len(PATTERNS)))
         return color, shape, pattern
 
+    def sample_parts(self, rng: np.random.Generator) -> tuple[int, int, int]:
+        """(trim, spot, spot side) of one instance: each part shown with probability PART_SHOWN, else absent."""
+        u = rng.random(2)
+        return (self.trim if u[0] < PART_SHOWN else -1, self.spot if u[1] < PART_SHOWN else -1, self.spot_side)
+
 
 def _object_kinds() -> tuple[ObjectKind, ...]:
     rng = np.random.default_rng(_OBJECT_SEED)
@@ -96,11 +109,13 @@ def _object_kinds() -> tuple[ObjectKind, ...]:
     words = [OBJECT_WORDS[i] for i in rng.permutation(len(OBJECT_WORDS))[: len(mains)]]
     use = np.exp(rng.uniform(np.log(NAME_USE[0]), np.log(NAME_USE[1]), size=len(mains)))
     n_col, n_shp = len(COLORS), len(SHAPES)
+    part_rng = np.random.default_rng(_OBJECT_SEED + 1)
     kinds = []
     for i, (c, s, p) in enumerate(mains):
         c2 = (c + 1 + int(rng.integers(n_col - 1))) % n_col
         s2 = (s + 1 + int(rng.integers(n_shp - 1))) % n_shp
-        kinds.append(ObjectKind(i, words[i], c, s, p, c2, s2, float(use[i])))
+        trim, spot, side = (int(v) for v in part_rng.integers((n_col + 1, n_col, len(SPOT_SIDES))))
+        kinds.append(ObjectKind(i, words[i], c, s, p, c2, s2, float(use[i]), trim - 1, spot, side))
     return tuple(kinds)
 
 
@@ -127,10 +142,15 @@ class Recipe:
     mark: int = -1  # colour index of a 4x4 corner mark, -1 for none
     noise: float = NOISE_STD  # std of the Gaussian pixel noise, in uint8 units
     kind: int = -1  # index into OBJECT_KINDS of the named kind this image shows, -1 for none
+    trim: int = -1  # colour index of the object's outline, -1 for none
+    spot: int = -1  # colour index of a small disc beside the object, -1 for none
+    spot_side: int = 0  # index into SPOT_SIDES
 
     def describe(self) -> dict[str, str]:
-        """Attribute names of this recipe."""
+        """Attribute names of this recipe ("" for an absent part)."""
         return {
+            "trim": COLOR_NAMES[self.trim] if self.trim >= 0 else "",
+            "spot": f"a {COLOR_NAMES[self.spot]} spot on the {SPOT_SIDES[self.spot_side]}" if self.spot >= 0 else "",
             "color": COLOR_NAMES[self.color],
             "shape": SHAPES[self.shape],
             "pattern": PATTERNS[self.pattern],
@@ -168,23 +188,38 @@ def render(recipes: list[Recipe], noise_rng: np.random.Generator | None = None) 
     if n == 0:
         return np.empty((0, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
     f = np.array(
-        [(r.color, r.shape, r.pattern, r.size, r.background, r.dx, r.dy, r.mark) for r in recipes], dtype=np.int64
+        [
+            (r.color, r.shape, r.pattern, r.size, r.background, r.dx, r.dy, r.mark, r.trim, r.spot, r.spot_side)
+            for r in recipes
+        ],
+        dtype=np.int64,
     )
-    color, shape, pattern, size, background, dx, dy, mark = f.T
+    color, shape, pattern, size, background, dx, dy, mark, trim, spot, side = f.T
     ys, xs = np.mgrid[0:IMAGE_SIZE, 0:IMAGE_SIZE].astype(np.float64)
     radius = np.array(list(SIZES.values()))[size][:, None, None]
     centre = (IMAGE_SIZE - 1) / 2
     x = (xs[None] - centre - dx[:, None, None]) / radius
     y = (ys[None] - centre - dy[:, None, None]) / radius
+    cols = np.array(list(COLORS.values()), dtype=np.float64)
+    bgs = np.array(list(BACKGROUNDS.values()), dtype=np.float64)
     masks = _shape_masks(x, y)  # (n_shapes, n, H, W)
     mask = masks[shape, np.arange(n)]
     stripes = (((xs + ys) // 3) % 2 == 1)[None]
     dots = (((xs % 4) < 2) & ((ys % 4) < 2))[None]
     dark = np.where(pattern[:, None, None] == 1, stripes, np.where(pattern[:, None, None] == 2, dots, False))
-    cols = np.array(list(COLORS.values()), dtype=np.float64)
-    bgs = np.array(list(BACKGROUNDS.values()), dtype=np.float64)
     shade = np.where(dark, 0.45, 1.0)[..., None] * cols[color][:, None, None, :]
     img = np.where(mask[..., None], shade, bgs[background][:, None, None, :])
+    has_trim = trim >= 0
+    if has_trim.any():  # an outline: the shape grown by a third, outside the shape itself
+        outer = _shape_masks(x / 1.3, y / 1.3)[shape, np.arange(n)] & ~mask & has_trim[:, None, None]
+        img = np.where(outer[..., None], cols[np.maximum(trim, 0)][:, None, None, :], img)
+    has_spot = spot >= 0
+    if has_spot.any():  # a small disc just beyond the shape on one side
+        ox = np.array([0.0, 0.0, -1.0, 1.0])[side][:, None, None] * 1.35
+        oy = np.array([-1.0, 1.0, 0.0, 0.0])[side][:, None, None] * 1.35
+        disc = ((x - ox) ** 2 + (y - oy) ** 2) * radius**2 <= 2.6**2
+        disc &= has_spot[:, None, None]
+        img = np.where(disc[..., None], cols[np.maximum(spot, 0)][:, None, None, :], img)
     has_mark = mark >= 0
     if has_mark.any():
         img[has_mark, 1:5, 1:5] = cols[mark[has_mark]][:, None, None, :]
@@ -206,6 +241,7 @@ def random_recipe(
     noise: float = NOISE_STD,
     pattern: int | None = None,
     kind: int = -1,
+    parts: tuple[int, int, int] = (-1, -1, 0),
 ) -> Recipe:
     """A recipe with the given attributes fixed and the others drawn from `rng` (the same draws either way)."""
     size = int(rng.integers(len(SIZES)))
@@ -225,6 +261,9 @@ def random_recipe(
         mark=mark,
         noise=noise,
         kind=kind,
+        trim=parts[0],
+        spot=parts[1],
+        spot_side=parts[2],
     )
 
 
@@ -260,6 +299,10 @@ def caption(recipe: Recipe, rng: np.random.Generator) -> str:
         words.append(a["pattern"])
     words.append(a["shape"] if rng.random() < 0.9 else "shape")
     text = CAPTION_TEMPLATES[int(rng.integers(len(CAPTION_TEMPLATES)))].format(" ".join(words))
+    parts = [f"a {a['trim']} trim" if a["trim"] and rng.random() < 0.6 else "", a["spot"] if rng.random() < 0.6 else ""]
+    parts = [p for p in parts if p]
+    if parts:
+        text = text[:-1] + " with " + " and ".join(parts) + "."
     if rng.random() < 0.5:
         text = text[:-1] + f" on a {a['background']} background."
     return text
