@@ -17,7 +17,7 @@ from gradflow.trajectory import STREAMS, TrajectoryStore
 from gradflow.windowbasis import basis_metadata, window_spectrum
 from gradflow.windows import Window
 
-from .common import fail, print_json, run_guarded
+from .common import check_output_file, fail, print_json, run_guarded
 from .report_cmd import gradflow_report
 
 app = typer.Typer(
@@ -113,6 +113,8 @@ def spectrum(
     method: MethodOpt = "auto",
 ) -> None:
     """Spectrum of a window of a trajectory; optionally save its top-r basis and a figure."""
+    check_output_file(output, "--output")
+    check_output_file(plot, "--plot")
     store = TrajectoryStore.open(run)
     win, spec, r = window_spectrum(store, source, window, rank=rank, energy=energy, center=center, method=method)
     summary = _spectrum_summary(store, source, win, spec, r)
@@ -188,6 +190,7 @@ def compare(
     json_out: JsonOpt = False,
 ) -> None:
     """Principal angles, overlap, Grassmann distance and captured energy between two subspaces."""
+    check_output_file(plot, "--plot")
     result: dict[str, Any] = {}
     rows_b: tuple[TrajectoryStore, str, Window] | None
     if b is None:
