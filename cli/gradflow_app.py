@@ -144,15 +144,17 @@ def _rows_of_basis(basis: Basis) -> tuple[TrajectoryStore, str, Window] | None:
     meta = basis.metadata
     where = meta.get("store")
     source = meta.get("source")
-    if where is None or source not in STREAMS or not Path(str(where)).exists():
+    if not isinstance(where, str) or source not in STREAMS:
         return None
     try:
+        if not Path(where).exists():  # OSError for a crafted name (too long), ValueError for a NUL byte
+            return None
         if not all(k in meta for k in ("window_kind", "window_lo", "window_hi")):
             return None
         kind, lo, hi = str(meta["window_kind"]), int(meta["window_lo"]), int(meta["window_hi"])
         store = TrajectoryStore.open(str(where))
-    except (GradflowError, TypeError, ValueError):
-        return None  # the recorded store moved or broke: compare the bases without its rows
+    except (GradflowError, TypeError, ValueError, OverflowError, OSError):
+        return None  # the recorded store moved or broke (or the metadata is crafted): compare without its rows
     return store, str(source), Window(kind, lo, hi, str(meta.get("window", f"{kind}:{lo}-{hi}")))
 
 

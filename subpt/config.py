@@ -208,7 +208,7 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise SubptError(f"{source}: unknown setting(s) {', '.join(unknown)}")
+            raise SubptError(f"{source}: unknown setting(s) {', '.join(map(repr, unknown))}")
         try:
             return cls(**d)
         except SubptError as e:
