@@ -77,6 +77,21 @@ def run_guarded(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def check_output_file(path: Path | None, option: str) -> None:
+    """Refuse, before any work, an output file (`option`, e.g. --out) that is a folder or lies under a file: one
+    line and exit code 2 instead of a traceback after the work is done. None (the option not given) passes."""
+    if path is None:
+        return
+    p = Path(path)
+    if p.is_dir():
+        fail(f"{option} {p} is a folder, not a file: give the path of a file to write")
+    parent = p.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        fail(f"{option} {p} lies under {parent}, which is a file, not a folder: choose another {option}")
+
+
 def _jsonable(obj: Any) -> Any:
     """Convert numpy/torch scalars and arrays, paths and non-finite floats to JSON values."""
     if isinstance(obj, dict):

@@ -17,7 +17,7 @@ from gradflow.trajectory import STREAMS, TrajectoryStore
 from gradflow.windowbasis import basis_metadata, window_spectrum
 from gradflow.windows import Window
 
-from .common import fail, print_json, run_guarded
+from .common import check_output_file, fail, print_json, run_guarded
 from .report_cmd import gradflow_report
 
 app = typer.Typer(
@@ -113,6 +113,8 @@ def spectrum(
     method: MethodOpt = "auto",
 ) -> None:
     """Spectrum of a window of a trajectory; optionally save its top-r basis and a figure."""
+    check_output_file(output, "--output")
+    check_output_file(plot, "--plot")
     store = TrajectoryStore.open(run)
     win, spec, r = window_spectrum(store, source, window, rank=rank, energy=energy, center=center, method=method)
     summary = _spectrum_summary(store, source, win, spec, r)
@@ -142,15 +144,17 @@ def _rows_of_basis(basis: Basis) -> tuple[TrajectoryStore, str, Window] | None:
     meta = basis.metadata
     where = meta.get("store")
     source = meta.get("source")
-    if where is None or source not in STREAMS or not Path(str(where)).exists():
+    if not isinstance(where, str) or source not in STREAMS:
         return None
     try:
+        if not Path(where).exists():  # OSError for a crafted name (too long), ValueError for a NUL byte
+            return None
         if not all(k in meta for k in ("window_kind", "window_lo", "window_hi")):
             return None
         kind, lo, hi = str(meta["window_kind"]), int(meta["window_lo"]), int(meta["window_hi"])
         store = TrajectoryStore.open(str(where))
-    except (GradflowError, TypeError, ValueError):
-        return None  # the recorded store moved or broke: compare the bases without its rows
+    except (GradflowError, TypeError, ValueError, OverflowError, OSError):
+        return None  # the recorded store moved or broke (or the metadata is crafted): compare without its rows
     return store, str(source), Window(kind, lo, hi, str(meta.get("window", f"{kind}:{lo}-{hi}")))
 
 
@@ -188,6 +192,7 @@ def compare(
     json_out: JsonOpt = False,
 ) -> None:
     """Principal angles, overlap, Grassmann distance and captured energy between two subspaces."""
+    check_output_file(plot, "--plot")
     result: dict[str, Any] = {}
     rows_b: tuple[TrajectoryStore, str, Window] | None
     if b is None:

@@ -15,7 +15,7 @@ from gradflow.analysis import TrajectoryOptions
 from subpt.errors import SubptError
 from subpt.report.options import ReportOptions
 
-from .common import defaults_of, print_json, register_user_error, run_guarded
+from .common import check_output_file, defaults_of, print_json, register_user_error, run_guarded
 
 register_user_error(SubptError)
 R = defaults_of(ReportOptions)  # the defaults of `subpt report`
@@ -113,6 +113,7 @@ def subpt_report(
     """Interpretability report of one or more runs: accuracy vs zero-shot, gradient spectra, subspaces, decoded context, classes, cue."""
     from subpt.report.build import write_report
 
+    check_output_file(out, "--out")
     path = write_report(
         runs,
         out,
@@ -155,6 +156,7 @@ def gradflow_report(
     """Report on a bare trajectory: spectra of the early and late windows, effective rank, angles, drift, captured energy."""
     from gradflow.report import write_trajectory_report
 
+    check_output_file(out, "--out")
     path = write_trajectory_report(
         store,
         out,

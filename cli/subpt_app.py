@@ -10,7 +10,7 @@ import typer
 from subpt.config import TrainConfig
 from subpt.errors import SubptError
 
-from .common import defaults_of, print_json, register_user_error, run_guarded
+from .common import check_output_file, defaults_of, print_json, register_user_error, run_guarded
 from .data_cmd import data_app
 from .report_cmd import subpt_report
 from .sweep_cmd import sweep, table
@@ -152,7 +152,10 @@ def basis(
     from subpt.basis_plan import BasisPlan
     from subpt.runs import load_config
 
+    check_output_file(out, "--out")
     cfg = load_config(run)
+    if t_early is not None and t_early > cfg.epochs:
+        raise SubptError(f"--t-early {t_early} must lie in 1..{cfg.epochs} (the epochs of {run})")
     plan = BasisPlan.reference(cfg.epochs, cfg.shots, cfg.subsample == "base", t_early, rank, source, late=late)
     window = plan.window
     b = plan.build(run, out)
@@ -226,6 +229,11 @@ def build_embedded(
     from subpt.embedded import model as tiny
     from subpt.embedded.pretrain import build
 
+    if steps < 1:
+        raise SubptError(f"--steps must be at least 1, got {steps}")
+    if not 0 <= seed < 2**63:
+        raise SubptError(f"--seed must lie in [0, 2^63), got {seed}")
+    check_output_file(out, "--out")
     info = build(out or tiny.CHECKPOINT_PATH, steps=steps, seed=seed)
     print(json.dumps(info, indent=2))
 

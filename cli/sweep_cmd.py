@@ -12,7 +12,7 @@ from subpt.errors import SubptError
 from subpt.experiments.protocols import PROTOCOLS
 from subpt.experiments.sweep_plan import METHODS, SweepSettings
 
-from .common import defaults_of, print_json, register_user_error, run_guarded
+from .common import check_output_file, defaults_of, print_json, register_user_error, run_guarded
 from .task_options import with_task_options
 
 register_user_error(SubptError)
@@ -110,6 +110,8 @@ def table(
     """Aggregate sweep run folders into the papers' tables (mean ± std over seeds; missing runs listed)."""
     from subpt.experiments.table import make_report, print_report, to_markdown, write_csv
 
+    check_output_file(out, "--out")
+    check_output_file(csv_path, "--csv")
     report = make_report(roots, protocol, published=published)
     try:
         if out is not None:

@@ -295,12 +295,15 @@ def analyse_trajectory(
     ew, lw = early_window or ew, late_window or lw
     if log:
         log(f"trajectory {store.path}: {source}, early {ew}, late {lw}")
-    try:
-        out.early = _window_stats(store, ew, source, out.centered)
-        out.late = _window_stats(store, lw, source, out.centered)
-    except GradflowError as e:
-        out.note("spectrum", f"early/late spectra: {e}")
-        out.note("angles", f"early/late spectra: {e}")
+    for which, given, text in (("early", early_window, ew), ("late", late_window, lw)):
+        try:
+            setattr(out, which, _window_stats(store, text, source, out.centered))
+        except GradflowError as e:
+            if given:  # the user's own window is impossible for this run: an error, not a note
+                raise GradflowError(f"--{which}-window {given}: {e}") from None
+            out.note("spectrum", f"{which} spectrum: {e}")
+            out.note("angles", f"{which} spectrum: {e}")
+            break
     if out.early is not None and out.late is not None:
         r = _cap_rank(rank, [out.early, out.late], store.dim, out.centered)
         if r < 1:

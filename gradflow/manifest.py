@@ -22,7 +22,9 @@ SCALAR_DTYPE = np.dtype([("step", "<i8"), ("epoch", "<i8"), ("loss", "<f8"), ("l
 
 
 def scalars_file(chunk: dict[str, Any]) -> str:
-    """Relative path of the scalars file belonging to a chunk entry."""
+    """Relative path of the scalars file belonging to a chunk entry (TypeError when its file is no string)."""
+    if not isinstance(chunk["file"], str) and not chunk.get("scalars"):
+        raise TypeError(f"chunk file {chunk['file']!r} is not a string")
     return chunk.get("scalars") or chunk["file"][: -len(".npy")] + ".scalars.npy"
 
 
@@ -67,6 +69,15 @@ def npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
         return tuple(shape), dtype, fh.tell()
 
 
+def _count(value: object, what: str, least: int) -> int:
+    """`value` as an integer of at least `least` (a JSON integer, not a bool nor a float), else ValueError."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{what} is {value!r}, not an integer")
+    if value < least:
+        raise ValueError(f"{what} is {value}, below {least}")
+    return value
+
+
 def read_manifest(p: Path) -> dict[str, Any]:
     """Load manifest.json of the store folder `p` and validate its structure, types and chunk paths (a one-line
     GradflowError naming the file otherwise)."""
@@ -88,22 +99,41 @@ def read_manifest(p: Path) -> dict[str, Any]:
             "upgrade gradflow or re-record"
         )
     try:
-        dim = int(manifest["dim"])
+        dim = _count(manifest["dim"], "dim", 1)
         if manifest["dtype"] not in DTYPES:
             raise ValueError(f"dtype {manifest['dtype']!r}")
-        int(manifest["chunk_rows"])
+        _count(manifest["chunk_rows"], "chunk_rows", 1)
+        if not isinstance(manifest["params"], list):
+            raise TypeError("params is not a list")
         total = 0
         for entry in manifest["params"]:
-            if int(entry["offset"]) != total or int(entry["numel"]) != int(math.prod(entry["shape"])):
+            if not isinstance(entry, dict) or not isinstance(entry["name"], str):
+                raise TypeError(f"param entry {entry!r} is not an object with a name")
+            shape = entry["shape"]
+            if not isinstance(shape, list):
+                raise TypeError(f"param {entry['name']!r} has shape {shape!r}, not a list")
+            numel = math.prod(_count(s, f"shape of param {entry['name']!r}", 0) for s in shape)
+            if _count(entry["offset"], "offset", 0) != total or _count(entry["numel"], "numel", 0) != numel:
                 raise ValueError(f"param {entry.get('name')!r} has inconsistent offset/numel")
-            total += int(entry["numel"])
+            total += numel
         if total != dim:
             raise ValueError(f"params add up to {total}, dim is {dim}")
-        manifest.setdefault("metadata", {})
+        metadata = manifest.setdefault("metadata", {})
+        if not isinstance(metadata, dict):
+            raise TypeError(f"metadata is a {type(metadata).__name__}, not an object")
+        if not isinstance(manifest["streams"], dict):
+            raise TypeError("streams is not an object")
         for stream in STREAMS:
-            for c in manifest["streams"][stream]["chunks"]:
-                for key in ("file", "rows", "first_step", "last_step", "first_epoch", "last_epoch"):
-                    c[key]  # noqa: B018 - presence check
+            chunks = manifest["streams"][stream]["chunks"]
+            if not isinstance(chunks, list):
+                raise TypeError(f"the chunks of {stream!r} are not a list")
+            for c in chunks:
+                if not isinstance(c, dict):
+                    raise TypeError(f"a chunk entry of {stream!r} is a {type(c).__name__}, not an object")
+                for key in ("rows", "first_step", "last_step", "first_epoch", "last_epoch"):
+                    _count(c[key], f"{key} of a {stream!r} chunk", 0 if key == "rows" else -(2**63))
+                if "scalars" in c and not isinstance(c["scalars"], str):
+                    raise TypeError(f"scalars path {c['scalars']!r} is not a string")
                 for rel in (c["file"], scalars_file(c)):
                     check_inside(p, rel, stream)
     except (KeyError, TypeError, ValueError) as exc:

@@ -44,6 +44,14 @@ def logger(progress: bool) -> Callable[[str], None]:
     return log
 
 
+def warn_skipped(skipped: list[str], out: Path) -> None:
+    """One warning line on stderr naming what a report skipped because it was damaged (nothing when nothing was)."""
+    if skipped:
+        text = " ".join("; ".join(skipped).split())
+        print(f"warning: {out} was written without {len(skipped)} damaged part(s), named in its notes: {text}",
+              file=sys.stderr, flush=True)
+
+
 def analyse(store: TrajectoryStore | None, path: Path, opts: TrajectoryOptions, notes: list[str],
             log: Callable[[str], None]) -> TrajectoryAnalysis:
     """The gradient-flow analysis of one store with the report's window and rank options."""
@@ -234,6 +242,7 @@ def write_trajectory_report(path: str | Path, out: str | Path, **options: Any) -
         text = _render(p, t, opts.title or f"Gradient-flow report: {p.name}", opts, log)
     out = H.write_html(text, Path(out))
     log(f"wrote {out}")
+    warn_skipped(notes, out)
     return out
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from gradflow.errors import GradflowError
+from gradflow.manifest import check_inside, scalars_file
 from gradflow.trajectory import MANIFEST, SCALAR_DTYPE, STREAMS, TrajectoryStore, resolve
 
 
@@ -38,7 +39,9 @@ def open_store(path: str | Path, stack: ExitStack) -> tuple[TrajectoryStore | No
         manifest = json.loads((p / MANIFEST).read_text(encoding="utf-8"))
         dim = int(manifest["dim"])
         streams = manifest["streams"]
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        if not isinstance(streams, dict):
+            raise TypeError("streams is not an object")
+    except (OSError, ValueError, KeyError, TypeError, OverflowError) as e:
         return None, [
             f"trajectory {p} is unreadable ({first}; {type(e).__name__}); re-record the run with --record"
         ]
@@ -47,16 +50,23 @@ def open_store(path: str | Path, stack: ExitStack) -> tuple[TrajectoryStore | No
     for stream in STREAMS:
         kept = []
         (tmp / stream).mkdir()
-        for c in streams.get(stream, {}).get("chunks", []):
-            reason = _chunk_problem(p, c, dim)
+        entry = streams.get(stream)
+        chunks = entry.get("chunks") if isinstance(entry, dict) else None
+        if not isinstance(chunks, list):
+            notes.append(f"{p / MANIFEST} lists no readable chunk list for '{stream}': its rows are left out")
+            chunks = []
+        for c in chunks:
+            if not isinstance(c, dict):
+                notes.append(f"{p / MANIFEST} has a malformed '{stream}' chunk entry {c!r:.60}: left out")
+                continue
+            reason = _chunk_problem(p, c, dim, stream)
             if reason:
                 notes.append(
                     f"{p.name}/{c.get('file')} is {reason}: its {c.get('rows')} rows of '{stream}' "
                     f"(steps {c.get('first_step')}-{c.get('last_step')}) are left out; re-record to restore them"
                 )
                 continue
-            scal = c.get("scalars") or c["file"][: -len(".npy")] + ".scalars.npy"
-            for rel in (c["file"], scal):
+            for rel in (c["file"], scalars_file(c)):
                 _link_or_copy((p / rel).resolve(), tmp / rel)
             kept.append(c)
         streams[stream] = {"chunks": kept}
@@ -78,14 +88,16 @@ def _link_or_copy(src: Path, dst: Path) -> None:
         shutil.copyfile(src, dst)
 
 
-def _chunk_problem(store: Path, chunk: dict, dim: int) -> str | None:
+def _chunk_problem(store: Path, chunk: dict, dim: int, stream: str) -> str | None:
     """Why a chunk of a manifest cannot be read back (None when it reads with the listed shape)."""
     try:
         rows = int(chunk["rows"])
-        scal = chunk.get("scalars") or chunk["file"][: -len(".npy")] + ".scalars.npy"
+        scal = scalars_file(chunk)
+        for rel in (chunk["file"], scal):
+            check_inside(store, rel, stream)
         files = [(store / chunk["file"], (rows, dim)), (store / scal, (rows,))]
-    except (KeyError, TypeError, ValueError):
-        return "listed with a malformed manifest entry"
+    except (KeyError, TypeError, ValueError, OverflowError, AttributeError):
+        return "listed with a malformed manifest entry (or a path outside the store)"
     for f, shape in files:
         if not f.is_file():
             return "missing"

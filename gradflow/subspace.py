@@ -34,6 +34,12 @@ ORTHO_TOL = 1e-4
 _KEYS = {"format", "version", "U", "singular_values", "mean", "metadata"}
 
 
+def _short(value: Any) -> str:
+    """A one-line, bounded repr of a value read from a file, for an error message."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _primitive(value: Any, where: str) -> Any:
     """Convert ``value`` to JSON-like primitives (tuples become lists); raise on anything else."""
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -133,14 +139,15 @@ class Basis:
             raise GradflowError(
                 f"basis file {p} is corrupt or not a torch file ({msg}): rebuild it"
             ) from None
-        if not isinstance(obj, dict) or obj.get("format") != BASIS_FORMAT or not _KEYS <= set(obj):
-            keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+        if not isinstance(obj, dict) or not isinstance(obj.get("format"), str) or obj["format"] != BASIS_FORMAT \
+                or not _KEYS <= set(obj):
+            keys = _short(sorted(map(str, obj))) if isinstance(obj, dict) else type(obj).__name__
             raise GradflowError(
                 f"{p} is not a gradflow basis file (found {keys}): build one with `gradflow spectrum`"
             )
-        if obj["version"] != BASIS_VERSION:
+        if type(obj["version"]) is not int or obj["version"] != BASIS_VERSION:  # a tensor here has no truth value
             raise GradflowError(
-                f"basis file {p} has version {obj['version']}, this gradflow reads {BASIS_VERSION}"
+                f"basis file {p} has version {_short(obj['version'])}, this gradflow reads {BASIS_VERSION}"
             )
         u, sv, mean = obj["U"], obj["singular_values"], obj["mean"]
         if not isinstance(u, torch.Tensor) or u.ndim != 2 or u.shape[0] < 1:
@@ -184,7 +191,7 @@ class Basis:
                 continue
             have = self.metadata[key]
             if _primitive(have, key) != _primitive(want, key):
-                problems.append(f"{key}={have!r} but the model has {key}={want!r}")
+                problems.append(f"{key}={_short(have)} but the model has {key}={want!r}")
         if problems:
             raise GradflowError(
                 f"basis {self.name} was built for " + "; ".join(problems) + ": use a matching basis"

@@ -78,6 +78,9 @@ def load_backbone(
     device: str | torch.device = "cpu",
 ) -> Backbone:
     """Create a frozen CLIP in eval mode from a pretrained tag, a checkpoint file, 'random' or 'embedded'."""
+    from subpt.config import check_device
+
+    check_device(device)
     tiny.register()
     pretrained = pretrained or RANDOM
     if model_name not in open_clip.list_models():

@@ -40,6 +40,12 @@ def read_config_file(path: Path) -> dict[str, Any]:
     return d
 
 
+def check_device(device: object) -> None:
+    """Refuse a device name torch would fail on later with a traceback: one line naming --device."""
+    if isinstance(device, str) and not re.fullmatch(r"cpu|cuda(:\d+)?|mps", device):
+        raise SubptError(f"--device must be cpu, cuda, cuda:N or mps, got {device!r}")
+
+
 @dataclass(frozen=True)
 class PromptConfig:
     """How the context is shaped and initialised."""
@@ -164,8 +170,7 @@ class TrainConfig:
 
         if self.record_dtype not in DTYPES:
             raise SubptError(f"--record-dtype must be one of {', '.join(DTYPES)}, got {self.record_dtype!r}")
-        if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", self.device):
-            raise SubptError(f"--device must be cpu, cuda, cuda:N or mps, got {self.device!r}")
+        check_device(self.device)
         if self.precision != "fp32" and self.device == "cpu" and self.precision == "fp16":
             raise SubptError("--precision fp16 needs a GPU (--device cuda); use bf16 or fp32 on the CPU")
 
@@ -203,7 +208,7 @@ class TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise SubptError(f"{source}: unknown setting(s) {', '.join(unknown)}")
+            raise SubptError(f"{source}: unknown setting(s) {', '.join(map(repr, unknown))}")
         try:
             return cls(**d)
         except SubptError as e:
@@ -211,8 +216,10 @@ class TrainConfig:
 
     def save(self, path: Path) -> None:
         """Write config.json, with the hash and the basis file's digest at the time the run starts."""
+        from gradflow.atomic import atomic_write_text
+
         stamp = {"_hash": self.hash(), "_basis_sha256": self.basis_sha256()}
-        path.write_text(json.dumps({**self.to_dict(), **stamp}, indent=2, sort_keys=True) + "\n")
+        atomic_write_text(path, json.dumps({**self.to_dict(), **stamp}, indent=2, sort_keys=True) + "\n", fsync=True)
 
     @staticmethod
     def saved_stamp(path: Path) -> dict[str, str | None]:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from gradflow.atomic import atomic_torch_save, atomic_write_json
+from gradflow.atomic import atomic_torch_save, atomic_write_json, atomic_write_text
 from subpt.backbone import Backbone, load_backbone
 from subpt.config import STAMP_KEYS, TrainConfig, read_config_file
 from subpt.crashpoints import crash_point
@@ -107,28 +107,47 @@ def write_zeroshot_run(run_dir: Path, cfg: TrainConfig, result: dict, templates:
 
 # ---------------------------------------------------------------------------------------------- results
 def read_metrics(run_dir: str | Path) -> list[dict]:
-    """The per-epoch records of a run (complete lines only)."""
+    """The per-epoch records of a run (complete lines only: a torn last line, as a kill leaves it, is skipped).
+
+    An unreadable file, or a line that is no epoch record and not the torn last line, is a one-line SubptError
+    naming the file and the line: a damaged history is never silently cut short."""
     path = Path(run_dir) / METRICS
     if not path.is_file():
         return []
+    try:
+        lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    except (OSError, UnicodeDecodeError) as e:
+        raise SubptError(f"{path} cannot be read ({type(e).__name__}: {e}); check its permissions or restore it, "
+                         "or start the run again with --overwrite") from None
     out = []
-    for line in path.read_text().splitlines():
+    for i, line in enumerate(lines):
         try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # a torn last line from a crash
+            record = json.loads(line)
+        except ValueError:
+            if i == len(lines) - 1:
+                break  # a torn last line from a crash
+            raise SubptError(f"{path} line {i + 1} is not JSON: the file is damaged; restore it, or start the run "
+                             "again with --overwrite") from None
+        epoch = record.get("epoch") if isinstance(record, dict) else None
+        if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 1:
+            raise SubptError(f"{path} line {i + 1} is not an epoch record (an object with an integer 'epoch' >= 1); "
+                             "restore the file, or start the run again with --overwrite")
+        out.append(record)
     return out
 
 
 def metrics_lines(run_dir: str | Path) -> int:
     """How many non-empty lines metrics.jsonl holds (complete or not)."""
     path = Path(run_dir) / METRICS
-    return len([ln for ln in path.read_text().splitlines() if ln.strip()]) if path.is_file() else 0
+    try:
+        return len([ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]) if path.is_file() else 0
+    except (OSError, UnicodeDecodeError) as e:
+        raise SubptError(f"{path} cannot be read ({type(e).__name__}: {e}); check its permissions") from None
 
 
 def write_metrics(run_dir: str | Path, rows: list[dict]) -> None:
-    """Replace metrics.jsonl with `rows`."""
-    (Path(run_dir) / METRICS).write_text("".join(json.dumps(m) + "\n" for m in rows))
+    """Replace metrics.jsonl with `rows` atomically: a kill during a resume's rewrite cannot cut the history short."""
+    atomic_write_text(Path(run_dir) / METRICS, "".join(json.dumps(m) + "\n" for m in rows), fsync=True)
 
 
 def append_metrics(run_dir: str | Path, record: dict) -> None:
@@ -145,8 +164,8 @@ def read_zeroshot(run_dir: str | Path) -> dict:
 
 
 def write_zeroshot(run_dir: str | Path, result: dict) -> None:
-    """Write zeroshot.json of a training run."""
-    (Path(run_dir) / ZEROSHOT).write_text(json.dumps(result, indent=2) + "\n")
+    """Write zeroshot.json of a training run (atomically)."""
+    atomic_write_text(Path(run_dir) / ZEROSHOT, json.dumps(result, indent=2) + "\n")
 
 
 def has_zeroshot(run_dir: str | Path) -> bool:
@@ -201,6 +220,8 @@ def load_ctx(run_dir: Path, epoch: int | None = None) -> tuple[torch.Tensor, int
     files = sorted(ckpt.glob("ctx_*.pt"))
     if not files:
         raise SubptError(f"{ckpt} holds no ctx_*.pt checkpoints: has the run finished an epoch?")
+    if epoch is not None and epoch < 1:
+        raise SubptError(f"--epoch must be at least 1, got {epoch}; saved epochs: {', '.join(f.stem[4:] for f in files)}")
     path = files[-1] if epoch is None else ckpt_path(run_dir, epoch)
     if not path.is_file():
         raise SubptError(f"{path} is missing; saved epochs: {', '.join(f.stem[4:] for f in files)}")
@@ -297,6 +318,23 @@ def clear_run(run_dir: Path) -> None:
             shutil.rmtree(path)
         elif path.exists() or path.is_symlink():
             path.unlink()
+
+
+def check_trajectory(run_dir: Path) -> None:
+    """Read-only check of a run's trajectory store before a resume writes anything: a damaged manifest or chunk is a
+    one-line error and the folder is left as it was. A run without a store (or one killed before its manifest was
+    first written) passes: the recorder starts the store afresh."""
+    from gradflow.errors import GradflowError
+    from gradflow.manifest import MANIFEST
+    from gradflow.trajectory import TrajectoryStore
+
+    path = trajectory_path(run_dir)
+    if not (path / MANIFEST).is_file():
+        return
+    try:
+        TrajectoryStore.open(path, mode="r")
+    except GradflowError as e:
+        raise SubptError(f"--resume: the trajectory of {run_dir} is damaged: {e}") from None
 
 
 def basis_changed(run_dir: Path, cfg: TrainConfig) -> bool:

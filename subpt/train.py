@@ -197,6 +197,8 @@ def start_run(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, pr
             if resume:
                 runs.check_resume(run_dir, cfg)
         last = runs.load_last(run_dir) if resume else None
+        if resume:
+            runs.check_trajectory(run_dir)  # a damaged chunk fails here, before anything in the folder is rewritten
         optimizer = torch.optim.SGD([ctx], lr=cfg.lr, momentum=cfg.momentum, weight_decay=0.0)
         scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         start_epoch, step = 0, 0

@@ -74,9 +74,11 @@ def variants_by_name(names: Sequence[str] | None) -> list[Variant]:
 def read_grid(path: Path) -> list[Variant]:
     """Variants from a JSON file: {"name": {"dataset": "world-objects", "options": {...}}, ...}."""
     try:
-        data = json.loads(Path(path).read_text())
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as e:
         raise SubptError(f"--grid {path}: cannot read it ({e.strerror})") from e
+    except UnicodeDecodeError:
+        raise SubptError(f"--grid {path} is not a UTF-8 JSON file") from None
     except json.JSONDecodeError as e:
         raise SubptError(f"--grid {path} is not valid JSON ({e.msg} at line {e.lineno})") from e
     if not isinstance(data, dict) or not data:

@@ -34,6 +34,7 @@ from gradflow.report import (
     logger,
     trajectory_section,
     trajectory_sentences,
+    warn_skipped,
 )
 from gradflow.salvage import open_store
 from subpt.errors import SubptError
@@ -71,6 +72,7 @@ def _analyse_run(run: RunData, opts: ReportOptions, backbones: Backbones, stack:
         )
     else:
         store, open_notes = open_store(p, stack)
+        run.skipped.extend(open_notes)
     log(f"{run.name}: trajectory analysis")
     rep.trajectory = analyse(store, p, opts, open_notes, log)
     acc = accuracy_summary(run)
@@ -148,7 +150,7 @@ def _model_sections(
         try:
             ctx, src = context_at(run.path, e, store)
         except SECTION_ERRORS as err:
-            rep.note("context", f"epoch {e}: {err}")
+            rep.skip("context", f"epoch {e}: {err}")
             continue
         rep.context_shape = list(ctx.shape)
         if ctx.dim() == 3:
@@ -184,6 +186,7 @@ def _model_sections(
         log(f"{run.name}: per-class accuracy of epoch {final} vs zero-shot")
         rep.classes = analyse_classes(backbone, cfg, ctx, final, src, progress=False)
     except SECTION_ERRORS as e:
+        rep.run.skipped.append(f"per-class analysis of epoch {final}: {e}")
         for sec in ("classes", "cue"):
             rep.note(sec, f"per-class analysis of epoch {final}: {e}")
         return
@@ -305,4 +308,5 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path, **options: Any
         text = _render(reps, title, opts, log)
     out = H.write_html(text, Path(out), error=SubptError)
     log(f"wrote {out}")
+    warn_skipped([f"{r.run.name}: {m}" for r in reps for m in r.run.skipped], out)
     return out

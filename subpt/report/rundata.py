@@ -32,10 +32,16 @@ class RunData:
     metrics: list[dict] = field(default_factory=list)
     zeroshot: dict | None = None
     notes: dict[str, list[str]] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)  # damaged files left out (also in the notes)
 
     def note(self, section: str, message: str) -> None:
         """Record what a section could not show, and why."""
         self.notes.setdefault(section, []).append(message)
+
+    def skip(self, section: str, message: str) -> None:
+        """Record a damaged file the report leaves out: a note of `section`, and a line of the report's warning."""
+        self.note(section, message)
+        self.skipped.append(message)
 
     @property
     def has_trajectory(self) -> bool:
@@ -58,15 +64,20 @@ def load_run(path: str | Path, name: str | None = None) -> RunData:
     try:
         run.config = runs.load_config(p)
     except SubptError as e:
-        run.note(
+        run.skip(
             "config", f"{e}; the sections that need the model (decoded context, classes, cue) are left out"
         )
     mpath = p / runs.METRICS
     if not mpath.is_file():
         run.note("accuracy", f"{mpath} is missing: no accuracy curves (train the run with `subpt train`)")
     else:
-        run.metrics = runs.read_metrics(p)
-        if runs.metrics_lines(p) > len(run.metrics):
+        try:
+            run.metrics = runs.read_metrics(p)
+            lines = runs.metrics_lines(p)
+        except SubptError as e:
+            run.metrics, lines = [], 0
+            run.skip("accuracy", f"no accuracy curves: {e}")
+        if lines > len(run.metrics):
             run.note(
                 "accuracy",
                 f"{mpath} line {len(run.metrics) + 1} is incomplete (interrupted run?): "
@@ -80,7 +91,7 @@ def load_run(path: str | Path, name: str | None = None) -> RunData:
     except FileNotFoundError:
         run.note("accuracy", f"{zpath} is missing: no zero-shot reference line")
     except (OSError, json.JSONDecodeError) as e:
-        run.note("accuracy", f"{zpath} is unreadable ({type(e).__name__}): no zero-shot reference line")
+        run.skip("accuracy", f"{zpath} is unreadable ({type(e).__name__}): no zero-shot reference line")
     return run
 
 
@@ -164,6 +175,11 @@ class RunReport:
     def note(self, section: str, message: str) -> None:
         """Record what a section could not show, and why."""
         self.notes.setdefault(section, []).append(message)
+
+    def skip(self, section: str, message: str) -> None:
+        """Record a damaged file the report leaves out: a note of `section`, and a line of the report's warning."""
+        self.note(section, message)
+        self.run.skipped.append(message)
 
     def notes_for(self, section: str) -> list[str]:
         """Every note that concerns `section` (from the run folder, the trajectory and the model)."""
