@@ -8,6 +8,7 @@ import functools
 import json
 import math
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
@@ -56,6 +57,26 @@ def fail(message: object) -> NoReturn:
     """Print ``error: <message>`` to stderr as one line and exit with code 2."""
     typer.echo(f"error: {one_line(message)}", err=True)
     raise typer.Exit(USER_ERROR_EXIT)
+
+
+def run_app(app: typer.Typer, prog_name: str, args: list[str] | None = None) -> None:
+    """Run a Typer app as a console script. A usage error (an unknown command or option, a value that does not
+    parse, a missing argument) is one stderr line naming the command's help and exit code 2, like every other
+    bad input."""
+    try:
+        code = app(args, prog_name=prog_name, standalone_mode=False)
+    except typer.Abort:
+        typer.echo("Aborted.", err=True)
+        sys.exit(130)
+    except typer.TyperException as exc:  # Typer's usage and parameter errors
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            exc.show()
+            sys.exit(0)
+        ctx = getattr(exc, "ctx", None)
+        where = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        typer.echo(f"error: {one_line(exc.format_message())}{where}", err=True)
+        sys.exit(USER_ERROR_EXIT if ctx is not None else getattr(exc, "exit_code", 1))
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 def run_guarded(fn: F) -> F:

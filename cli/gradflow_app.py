@@ -17,7 +17,7 @@ from gradflow.trajectory import STREAMS, TrajectoryStore
 from gradflow.windowbasis import basis_metadata, window_spectrum
 from gradflow.windows import Window
 
-from .common import check_output_file, fail, print_json, run_guarded
+from .common import check_output_file, fail, print_json, run_app, run_guarded
 from .report_cmd import gradflow_report
 
 app = typer.Typer(
@@ -298,7 +298,7 @@ app.command("report")(gradflow_report)
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    run_app(app, "gradflow")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import typer
 from subpt.config import TrainConfig
 from subpt.errors import SubptError
 
-from .common import check_output_file, defaults_of, print_json, register_user_error, run_guarded
+from .common import check_output_file, defaults_of, print_json, register_user_error, run_app, run_guarded
 from .data_cmd import data_app
 from .report_cmd import subpt_report
 from .sweep_cmd import sweep, table
@@ -302,7 +302,7 @@ def _int_list(text: str, option: str) -> list[int]:
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    run_app(app, "subpt")
 
 
 if __name__ == "__main__":

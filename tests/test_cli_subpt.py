@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import sys
 
 import pytest
 from subpt._cli.subpt_app import app
@@ -232,3 +234,35 @@ def test_an_output_folder_that_is_a_file_or_lies_under_one_is_one_line(tmp_path,
     assert_one_line_error(invoke(*command, "--out", str(a_file)), "is not a folder")
     assert_one_line_error(invoke(*command, "--out", str(a_file / "sub")), "is not writable")
     assert a_file.read_text() == "x"
+
+
+@pytest.mark.parametrize(
+    "prog, args, needle",
+    [
+        ("subpt", ["train", "--epochs", "abc"], "'--epochs'"),
+        ("subpt", ["nosuch"], "No such command 'nosuch'"),
+        ("subpt", ["train", "--nosuch", "1"], "--nosuch"),
+        ("gradflow", ["spectrum"], "Missing argument"),
+    ],
+)
+def test_a_usage_error_of_the_console_script_is_one_line(monkeypatch, capsys, prog, args, needle):
+    """What Typer itself cannot parse goes through the console-script entry point: one line, exit code 2."""
+    module = importlib.import_module(f"subpt._cli.{prog}_app")
+    monkeypatch.setattr(sys, "argv", [prog, *args])
+    with pytest.raises(SystemExit) as exited:
+        module.main()
+    assert exited.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: ") and needle in lines[0] and f"`{prog} " in lines[0]
+
+
+def test_the_console_script_prints_help_without_arguments(monkeypatch, capsys):
+    """No arguments or --help: the help on stdout and exit code 0."""
+    module = importlib.import_module("subpt._cli.subpt_app")
+    for argv in (["subpt"], ["subpt", "--help"]):
+        monkeypatch.setattr(sys, "argv", argv)
+        with pytest.raises(SystemExit) as exited:
+            module.main()
+        assert exited.value.code == 0
+        assert "Usage" in capsys.readouterr().out
