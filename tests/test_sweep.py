@@ -7,6 +7,7 @@ import csv
 import json
 import shutil
 import statistics
+from pathlib import Path
 
 import pytest
 import typer
@@ -376,3 +377,17 @@ def test_a_sweep_killed_at_a_commit_window_finishes_on_rerun_with_the_same_table
         res = runner.invoke(app, ["table", str(folder / "base2novel"), "--json"])
         tables.append(json.loads(res.stdout)["protocols"][0]["tables"])
     assert tables[0] == tables[1]
+
+
+def test_a_subpt_run_trained_from_the_current_basis_is_kept_after_its_stage1_was_retrained(swept):
+    """Two sweeps on one folder: one retrains CoOp, the other trains SubPT from the basis of that very CoOp run while
+    the first waits. When the first then claims the SubPT job, the run's basis digest equals the basis it rebuilds,
+    so the job is skipped, not trained a second time (caught as 7 trainings for 6 jobs in CI)."""
+    from subpt.experiments.sweep import run_job
+
+    s = settings(swept[0])  # in place: a basis names the store it came from, so a copy's basis differs
+    job = next(j for j in plan_jobs(s) if j.method == "subpt")
+    stage1 = str(Path(job.run_dir).parent / "coop")
+    lines: list[str] = []
+    assert run_job(s, job, {stage1}, 1, lines.append) == "skipped", lines
+    assert len(read_metrics(Path(job.run_dir))) == 4

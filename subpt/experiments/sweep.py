@@ -128,8 +128,11 @@ def _run_claimed_job(
                 stage1_claim.close()
             notes.append(f"basis epochs 1-{plan.t}, r {plan.rank}")
         if (stage1 in restart_subpt or changed) and state != "new":
-            retrained = f"{STAGE1[job.method]} was retrained"
-            state, detail = "restart", retrained if stage1 in restart_subpt else "basis setting changed"
+            # The basis digest the run started with decides: a run another sweep trained from the basis just built
+            # (from the same stage-1 run) is kept; a run started from an older basis restarts.
+            state, detail = run_state(s, job)
+            if state == "restart":
+                detail = f"{STAGE1[job.method]} was retrained" if stage1 in restart_subpt else "basis setting changed"
     if state == "finished":
         outcome = "skipped"
     elif job.method == ZEROSHOT:
