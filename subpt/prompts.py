@@ -247,7 +247,8 @@ class PromptLearner(nn.Module):
         `class_ids` selects a subset of the classes; `chunk_size` encodes that many classes at a time
         (each chunk runs only up to its own longest EOS). Where the prompts share their prefix
         (`shares_prefix`), it is encoded once (or `prefix`, from `prefix_state`, is used) and each chunk
-        runs only the class suffixes; elsewhere `prefix` is ignored.
+        runs only the class suffixes (a given `prefix` must come from the same autograd mode for ctx to get
+        its gradient through it); elsewhere `prefix` is ignored.
         """
         prompts = prompts or self.class_prompts
         device = prompts.embeddings.device
