@@ -48,9 +48,9 @@ class PrefixState:
         pairs = [
             (t, g.grad)
             for t, g in zip(self.keys + self.values, leaf.keys + leaf.values)
-            if g.grad is not None
+            if g.grad is not None and t.requires_grad
         ]
-        if pairs and any(t.requires_grad for t, _ in pairs):
+        if pairs:
             torch.autograd.backward([t for t, _ in pairs], [g for _, g in pairs])
 
 
@@ -85,6 +85,8 @@ def prefix_sharing_blocker(model: nn.Module) -> str | None:
         attn = block.attn
         if not isinstance(attn, nn.MultiheadAttention):
             return f"text block {i} attends with a {type(attn).__name__}, not nn.MultiheadAttention"
+        if not attn._qkv_same_embed_dim:
+            return f"text block {i} projects keys or values from another width"
         if attn.bias_k is not None or attn.bias_v is not None or attn.add_zero_attn:
             return f"text block {i} has extra key/value biases or zero attention"
         if attn.training and attn.dropout > 0:
@@ -94,13 +96,7 @@ def prefix_sharing_blocker(model: nn.Module) -> str | None:
 
 def _heads(attn: nn.MultiheadAttention, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Queries, keys and values of x (..., L, width) as nn.MultiheadAttention projects them, (..., L, heads, dim)."""
-    if attn._qkv_same_embed_dim:
-        q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
-    else:
-        b = attn.in_proj_bias.chunk(3) if attn.in_proj_bias is not None else (None, None, None)
-        q = F.linear(x, attn.q_proj_weight, b[0])
-        k = F.linear(x, attn.k_proj_weight, b[1])
-        v = F.linear(x, attn.v_proj_weight, b[2])
+    q, k, v = F.linear(x, attn.in_proj_weight, attn.in_proj_bias).chunk(3, dim=-1)
     shape = (*x.shape[:-1], attn.num_heads, attn.head_dim)
     return q.reshape(shape), k.reshape(shape), v.reshape(shape)
 
