@@ -4,6 +4,10 @@ The prompted text encoder follows open_clip's `CLIP.encode_text` step for step (
 embedding -> causal transformer -> final LayerNorm -> EOS position -> text projection), but takes token
 embeddings instead of token ids and runs only up to the longest EOS position: the causal mask makes every
 later position irrelevant to the pooled feature.
+
+Where the prompts of all classes begin with the same tokens (class token at the end, one shared context) and
+the text tower is one `subpt.prefix_share` reproduces, `PromptLearner.text_features` encodes that prefix once
+and then only each class's suffix (`PromptLearner(..., prefix_share=False)` forces the full sequences).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from torch import nn
 from subpt.backbone import Backbone
 from subpt.config import PromptConfig
 from subpt.errors import SubptError
+from subpt.prefix_share import PrefixState, encode_prefix, encode_suffixes, prefix_sharing_blocker
 
 PLACEHOLDER = "X"
 def encode_token_embeddings(
@@ -62,28 +67,50 @@ class ClassPrompts:
 
     Layout per class: end `[SOS][ctx][name][.][EOS]`, middle `[SOS][ctx/2][name][ctx/2][.][EOS]`,
     front `[SOS][name][ctx][.][EOS]`. `embeddings` holds the full sequences with placeholder tokens
-    where the context goes; `ctx_index` (n, n_ctx) the positions the context fills.
+    where the context goes; `ctx_index` (n, n_ctx) the positions the context fills; `prefix_len` the number of
+    leading positions every class shares ([SOS] and the context, layout end), None when they share none.
     """
 
     names: list[str]
     embeddings: torch.Tensor  # (n, L, width), frozen
     ctx_index: torch.Tensor  # (n, n_ctx) long
     eos_idx: torch.Tensor  # (n,)
+    prefix_len: int | None = None
 
     def to(self, device: torch.device | str) -> ClassPrompts:
         """The same prompts on `device`."""
-        return ClassPrompts(self.names, self.embeddings.to(device), self.ctx_index.to(device), self.eos_idx.to(device))
+        return ClassPrompts(
+            self.names,
+            self.embeddings.to(device),
+            self.ctx_index.to(device),
+            self.eos_idx.to(device),
+            self.prefix_len,
+        )
 
 
 class PromptLearner(nn.Module):
-    """The learnable context of CoOp and the prompted text encoder of a frozen CLIP."""
+    """The learnable context of CoOp and the prompted text encoder of a frozen CLIP.
 
-    def __init__(self, backbone: Backbone, classnames: Sequence[str], cfg: PromptConfig, seed: int = 1):
+    `prefix_share` (default on) encodes the prompt prefix shared by all classes once wherever that is exact
+    (see `shares_prefix`); False always encodes every class's full sequence, as a reference.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        classnames: Sequence[str],
+        cfg: PromptConfig,
+        seed: int = 1,
+        prefix_share: bool = True,
+    ):
         super().__init__()
         cfg.validate()
         self.backbone = backbone
         self.cfg = cfg
         self.classnames = list(classnames)
+        self.prefix_share = prefix_share
+        self._tower_blocker: str | None = None  # why the text tower cannot be prefix-shared (checked once)
+        self._tower_checked = False
         model = backbone.model
         device = backbone.device
         width = backbone.width
@@ -149,7 +176,8 @@ class PromptLearner(nn.Module):
             index.append(idx)
         with torch.no_grad():
             emb = model.token_embedding(tokens).float()
-        return ClassPrompts(list(names), emb, torch.tensor(index, dtype=torch.long, device=tokens.device), eos)
+        index_t = torch.tensor(index, dtype=torch.long, device=tokens.device)
+        return ClassPrompts(list(names), emb, index_t, eos, 1 + n_ctx if pos == "end" else None)
 
     def prompts_for(self, names: Sequence[str]) -> ClassPrompts:
         """Cached ClassPrompts for a list of names (e.g. novel classes or NFL names)."""
@@ -179,27 +207,72 @@ class PromptLearner(nn.Module):
         out.scatter_(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]), ctx)
         return out
 
+    def shares_prefix(self, prompts: ClassPrompts | None = None) -> bool:
+        """Whether `text_features` encodes these prompts (default: the training classes) prefix-shared.
+
+        True when sharing is on, the context is shared (not --csc), the class token is at the end, and the
+        model's text tower is one the prefix-shared encoder reproduces exactly.
+        """
+        prompts = prompts or self.class_prompts
+        if not self.prefix_share or self.ctx.dim() != 2 or prompts.prefix_len != 1 + self.n_ctx:
+            return False
+        if prompts.embeddings.shape[0] == 0:
+            return False
+        if not self._tower_checked:
+            self._tower_blocker = prefix_sharing_blocker(self.backbone.model)
+            self._tower_checked = True
+        return self._tower_blocker is None
+
+    def prefix_state(self, prompts: ClassPrompts | None = None) -> PrefixState | None:
+        """Per-layer keys and values of the shared `[SOS] ctx` prefix, or None where prompts do not share it.
+
+        One state serves every set of names of this learner (training classes, novel classes, NFL names).
+        """
+        prompts = prompts or self.class_prompts
+        if not self.shares_prefix(prompts):
+            return None
+        sos = prompts.embeddings[0, :1]
+        return encode_prefix(self.backbone.model, torch.cat([sos, self.ctx.to(sos.dtype)]))
+
     def text_features(
         self,
         prompts: ClassPrompts | None = None,
         truncate: bool = True,
         chunk_size: int | None = None,
         class_ids: torch.Tensor | None = None,
+        prefix: PrefixState | None = None,
     ) -> torch.Tensor:
         """L2-normalised text features of the prompted classes (default: the training classes).
 
         `class_ids` selects a subset of the classes; `chunk_size` encodes that many classes at a time
-        (each chunk runs only up to its own longest EOS).
+        (each chunk runs only up to its own longest EOS). Where the prompts share their prefix
+        (`shares_prefix`), it is encoded once (or `prefix`, from `prefix_state`, is used) and each chunk
+        runs only the class suffixes (a given `prefix` must come from the same autograd mode for ctx to get
+        its gradient through it); elsewhere `prefix` is ignored.
         """
         prompts = prompts or self.class_prompts
         device = prompts.embeddings.device
         ids = torch.arange(prompts.embeddings.shape[0], device=device) if class_ids is None else class_ids
         step = ids.numel() if chunk_size is None else max(1, chunk_size)
+        shared = self.shares_prefix(prompts)
+        if shared:
+            prefix = prefix if prefix is not None else self.prefix_state(prompts)
+            if prefix.length != prompts.prefix_len:
+                raise SubptError(
+                    f"a prefix of {prefix.length} tokens cannot prompt classes sharing {prompts.prefix_len}"
+                )
+        model = self.backbone.model
         parts = []
         for start in range(0, ids.numel(), step):
             sub = ids[start : start + step]
             whole = class_ids is None and step >= ids.numel()
-            x = self.assemble(prompts, None if whole else sub)
-            parts.append(encode_token_embeddings(self.backbone.model, x, prompts.eos_idx[sub], truncate=truncate))
+            if shared:
+                emb = prompts.embeddings if whole else prompts.embeddings[sub]
+                start_at = prompts.prefix_len
+                eos = prompts.eos_idx[sub] - start_at
+                parts.append(encode_suffixes(model, prefix, emb[:, start_at:], eos, truncate=truncate))
+            else:
+                x = self.assemble(prompts, None if whole else sub)
+                parts.append(encode_token_embeddings(model, x, prompts.eos_idx[sub], truncate=truncate))
         feats = parts[0] if len(parts) == 1 else torch.cat(parts)
         return F.normalize(feats.float(), dim=-1)

@@ -103,7 +103,9 @@ def backward_step(
     NFL / world), so summing gradients over processes gives the one-process gradient. With
     `cfg.text_chunk`, the text features are first computed without autograd, the loss is differentiated
     with respect to them, and each chunk of classes is then re-encoded and backpropagated on its own:
-    the same gradient, with memory bounded by one chunk of classes.
+    the same gradient, with memory bounded by one chunk of classes. Where the prompts share their
+    `[SOS] ctx` prefix (`PromptLearner.shares_prefix`), it is encoded once per pass, for the classes and the
+    NFL names alike.
     """
     device = x.device
     scale = learner.backbone.model.logit_scale
@@ -119,26 +121,37 @@ def backward_step(
 
     if chunk is None:
         with _autocast(cfg, device):
-            student = learner.text_features(nfl_prompts) if nfl is not None else None
-            loss, logits = objective(learner.text_features(), student)
+            prefix = learner.prefix_state()  # the [SOS] ctx prefix, once for the classes and the NFL names
+            student = learner.text_features(nfl_prompts, prefix=prefix) if nfl is not None else None
+            loss, logits = objective(learner.text_features(prefix=prefix), student)
         scaler.scale(loss).backward()
     else:
         with torch.no_grad(), _autocast(cfg, device):
-            text = learner.text_features(chunk_size=chunk).requires_grad_(True)
-            student = learner.text_features(nfl_prompts, chunk_size=chunk) if nfl is not None else None
+            prefix = learner.prefix_state()
+            text = learner.text_features(chunk_size=chunk, prefix=prefix).requires_grad_(True)
+            student = None
+            if nfl is not None:
+                student = learner.text_features(nfl_prompts, chunk_size=chunk, prefix=prefix)
         if student is not None:
             student.requires_grad_(True)
         with _autocast(cfg, device):
             loss, logits = objective(text, student)
         scaler.scale(loss).backward()
+        # A shared prefix is encoded once with autograd; the chunks backpropagate into detached copies of its
+        # keys and values, whose summed gradients then run through the prefix once.
+        with _autocast(cfg, device):
+            prefix = learner.prefix_state()
+        leaf = prefix.detached() if prefix is not None else None
         for feats, prompts in ((text, None), (student, nfl_prompts)):
             if feats is None:
                 continue
             for s in range(0, feats.shape[0], chunk):
                 ids = torch.arange(s, min(feats.shape[0], s + chunk), device=device)
                 with _autocast(cfg, device):
-                    part = learner.text_features(prompts, class_ids=ids)
+                    part = learner.text_features(prompts, class_ids=ids, prefix=leaf)
                 part.backward(feats.grad[ids])
+        if prefix is not None:
+            prefix.backward_from(leaf)
     return loss.item(), int((logits.argmax(-1) == y).sum())
 
 

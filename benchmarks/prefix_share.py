@@ -1,0 +1,189 @@
+"""CoOp step time of the reference cost structure against this project's, and CoOp+NFL against CoOp.
+
+Reference (CoOp's own code): the image tower runs on every batch of 32 images, every class prompt runs through
+the text tower at all 77 positions, full sequences, in one pass over all classes. Ours: cached image features,
+text truncated after the last EOS, the shared `[SOS] ctx` prefix encoded once (subpt.prefix_share), the step
+of `subpt.train.backward_step`. A middle column (cached, truncated, full sequences) isolates what prefix sharing
+adds. Every step is forward + backward + SGD step, timed in one run with the same threads, on a random-init
+ViT-B-16 (weights do not change the cost) and on the embedded tiny CLIP.
+
+Usage: python benchmarks/prefix_share.py [--classes 10,100,1000] [--steps 3] [--models both] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from subpt.backbone import Backbone, load_backbone
+from subpt.config import PromptConfig, TrainConfig
+from subpt.evaluate import classify
+from subpt.nfl import NovelFeatureLearner
+from subpt.prompts import PromptLearner
+from subpt.train import backward_step
+
+BATCH, SHOTS, N_CTX = 32, 16, 16
+MODELS = {"vit-b16": ("ViT-B-16", "random"), "embedded": ("subpt-tiny", "embedded")}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_step(step: Callable[[int], None], steps: int, device: torch.device) -> float:
+    """Median seconds of `step(i)` over `steps` calls, after one untimed warm-up call."""
+    step(0)
+    times = []
+    for i in range(1, steps + 1):
+        _sync(device)
+        t0 = time.perf_counter()
+        step(i)
+        _sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def reference_step(
+    learner: PromptLearner, images: torch.Tensor, labels: torch.Tensor
+) -> Callable[[int], None]:
+    """One step as CoOp's code runs it: image tower on the batch, 77-token full-sequence text, one pass."""
+    model = learner.backbone.model
+    opt = torch.optim.SGD([learner.ctx], lr=0.002, momentum=0.9, weight_decay=5e-4)
+
+    def step(i: int) -> None:
+        idx = torch.arange(i * BATCH, (i + 1) * BATCH, device=images.device) % images.shape[0]
+        with torch.no_grad():
+            feats = F.normalize(model.encode_image(images[idx]).float(), dim=-1)
+        text = learner.text_features(truncate=False)
+        loss = F.cross_entropy(classify(feats, text, model.logit_scale), labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def training_step(
+    learner: PromptLearner, feats: torch.Tensor, labels: torch.Tensor, nfl: NovelFeatureLearner | None
+) -> Callable[[int], None]:
+    """One step of this project's trainer on cached features (backward_step, weight decay, SGD)."""
+    cfg = TrainConfig(nfl=nfl is not None)
+    opt = torch.optim.SGD([learner.ctx], lr=0.002, momentum=0.9)
+    scaler = torch.amp.GradScaler(feats.device.type, enabled=False)
+
+    def step(i: int) -> None:
+        idx = torch.arange(i * BATCH, (i + 1) * BATCH, device=feats.device) % feats.shape[0]
+        opt.zero_grad(set_to_none=True)
+        backward_step(learner, feats[idx], labels[idx], BATCH, nfl, cfg, scaler)
+        learner.ctx.grad.add_(learner.ctx.detach(), alpha=cfg.weight_decay)
+        opt.step()
+
+    return step
+
+
+def image_batch_time(backbone: Backbone, images: torch.Tensor, steps: int) -> float:
+    """Median seconds of the frozen image tower on one batch (what caching pays once per image)."""
+
+    def step(i: int) -> None:
+        with torch.no_grad():
+            backbone.model.encode_image(images[:BATCH])
+
+    return median_step(step, steps, images.device)
+
+
+def bench(backbone: Backbone, n_classes: int, steps: int) -> dict:
+    """Step times of the reference, cached+truncated, ours, and ours with NFL at `n_classes` classes."""
+    device = backbone.device
+    size = backbone.model.visual.image_size
+    size = size[0] if isinstance(size, tuple | list) else size
+    gen = torch.Generator().manual_seed(0)
+    n_img = (steps + 1) * BATCH
+    images = torch.randn(n_img, 3, size, size, generator=gen).to(device)
+    labels = torch.randint(n_classes, (n_img,), generator=gen).to(device)
+    feats = F.normalize(torch.randn(n_img, backbone.embed_dim, generator=gen), dim=-1).to(device)
+    names = [f"class number {i}" for i in range(n_classes)]
+
+    def make(share: bool) -> PromptLearner:
+        return PromptLearner(backbone, names, PromptConfig(n_ctx=N_CTX), prefix_share=share)
+
+    ours = make(True)
+    assert ours.shares_prefix(), "the prefix-shared path does not apply to this model"
+    nfl = NovelFeatureLearner(ours, [f"novel class {i}" for i in range(n_classes)], ["a photo of a {}."])
+    r = {
+        "reference": median_step(reference_step(make(False), images, labels), steps, device),
+        "cached_truncated": median_step(training_step(make(False), feats, labels, None), steps, device),
+        "ours": median_step(training_step(ours, feats, labels, None), steps, device),
+        "ours_nfl": median_step(training_step(ours, feats, labels, nfl), steps, device),
+        "image_batch": image_batch_time(backbone, images, steps),
+        "eos": int(ours.class_prompts.eos_idx.max()),
+    }
+    r["steps_per_epoch"] = math.ceil(n_classes * SHOTS / BATCH)
+    return r
+
+
+def report(label: str, n_classes: int, r: dict) -> None:
+    """Print one model and class count: per-step times, ratios, per-epoch times and the NFL ratio."""
+    ms = {k: 1000 * r[k] for k in ("reference", "cached_truncated", "ours", "ours_nfl", "image_batch")}
+    spe = r["steps_per_epoch"]
+    print(
+        f"{label}, {n_classes} classes (EOS at {r['eos']}, {spe} steps per epoch of {n_classes * SHOTS} images):"
+    )
+    print(
+        f"  reference, image tower every step + 77 tokens + full sequences: {ms['reference']:10.1f} ms/step"
+    )
+    print(
+        f"  cached features + truncated text, full sequences:               {ms['cached_truncated']:10.1f} ms/step "
+        f"(reference / this: x{r['reference'] / r['cached_truncated']:.2f})"
+    )
+    print(
+        f"  ours, cached + truncated + prefix-shared:                       {ms['ours']:10.1f} ms/step "
+        f"(reference / this: x{r['reference'] / r['ours']:.2f}; "
+        f"full sequences / prefix-shared: x{r['cached_truncated'] / r['ours']:.2f})"
+    )
+    ref_epoch, ours_epoch = spe * r["reference"], spe * r["ours"]
+    print(
+        f"  per epoch ({spe} steps): reference {ref_epoch:.2f} s, ours {ours_epoch:.2f} s, "
+        f"reference / ours x{ref_epoch / ours_epoch:.2f}; ours adds nothing per epoch: the image features are "
+        f"cached, computed once per run (~{spe * r['image_batch']:.2f} s for these images, "
+        f"{ms['image_batch']:.1f} ms a batch)"
+    )
+    print(
+        f"  CoOp+NFL ({n_classes} NFL names, prefix shared by both): {ms['ours_nfl']:.1f} ms/step, "
+        f"x{r['ours_nfl'] / r['ours']:.2f} of the CoOp step"
+    )
+
+
+def main() -> None:
+    """Run the benchmark for every model and class count and print the ratios."""
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--classes", default="10,100,1000", help="comma-separated class counts")
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per setting (after one warm-up step)")
+    ap.add_argument("--models", default="both", choices=["both", *MODELS])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    counts = [int(c) for c in args.classes.split(",") if c.strip()]
+    chosen = list(MODELS) if args.models == "both" else [args.models]
+    print(
+        f"CoOp step: batch {BATCH}, n_ctx {N_CTX}, {SHOTS} shots, device {args.device}, "
+        f"{torch.get_num_threads()} CPU threads, torch {torch.__version__}"
+    )
+    for key in chosen:
+        model, pretrained = MODELS[key]
+        backbone = load_backbone(model, pretrained, args.device)
+        for n in counts:
+            report(f"{model} ({pretrained})", n, bench(backbone, n, args.steps))
+
+
+if __name__ == "__main__":
+    main()
