@@ -107,6 +107,7 @@ class Scene:
     boxes: np.ndarray  # (k, 4) float32 [x0, y0, x1, y1) in pixels, the extent of each visible mask
     labels: np.ndarray  # (k,) int64 class labels
     masks: np.ndarray  # (k, H, W) bool visible masks
+    full_areas: np.ndarray  # (k,) int64 pixels of each object before occlusion
 
     @property
     def semantic(self) -> np.ndarray:
@@ -229,7 +230,9 @@ def make_scene(
         np.stack([instances == j for j in range(len(labels))]) if labels else np.zeros((0, side, side), bool)
     )
     boxes = np.array([_extent(m) for m in masks], dtype=np.float32).reshape(-1, 4)
-    return Scene(image, instances, boxes, np.array(labels, dtype=np.int64), masks)
+    return Scene(
+        image, instances, boxes, np.array(labels, dtype=np.int64), masks, np.array(full_area, dtype=np.int64)
+    )
 
 
 def _extent(mask: np.ndarray) -> tuple[int, int, int, int]:
