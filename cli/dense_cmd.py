@@ -123,10 +123,12 @@ def dense_eval_cmd(
     who = (
         f"{result['run']} epoch {result['epoch']}" if run is not None else f"zero-shot '{result['template']}'"
     )
-    table = Table(
-        title=f"dense {who}{' (chance)' if chance else ''}: {result['scenes']} scenes, seed {seed}, "
-        f"{result['objects']} objects, {result['proposals_per_scene']:.1f} proposals per scene"
+    kind = " (chance)" if chance else " (oracle proposals)" if oracle else ""
+    typer.echo(
+        f"dense {who}{kind}: {result['scenes']} scenes, seed {seed}, {result['objects']} objects, "
+        f"{result['proposals_per_scene']:.1f} proposals per scene, {result['seconds']:.0f} s"
     )
+    table = Table()
     for col in ("", "seen", "unseen", "HM"):
         table.add_column(col, justify="right")
     table.add_row("box AP50", *(f"{result[k]:.2f}" for k in ("ap50_seen", "ap50_unseen", "ap50_hm")))

@@ -108,6 +108,11 @@ def dense_eval(
     if run is None and epoch is not None:
         raise SubptError("--epoch needs --run (the epoch of a run's saved context)")
     start = time.time()
+    if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+        raise SubptError(f"--threshold must lie in [0, 1], got {threshold}")
+    for settings in (scene_config, params, crops):
+        if settings is not None:
+            settings.validate()  # before any work
     options = world_options(dict(world or {}), Path(run) if run is not None else None)
     classes: SceneClasses = scene_classes(**options)
     cfg = scene_config or SceneConfig()
