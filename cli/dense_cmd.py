@@ -6,8 +6,7 @@ from pathlib import Path
 
 import typer
 
-from subpt.dense.evaluate import CONTEXT, THRESHOLD, CropSettings
-from subpt.dense.proposals import ProposalParams
+from subpt.dense.settings import CONTEXT, THRESHOLD, CropSettings, ProposalParams
 from subpt.embedded.scenes import CANVAS, SceneConfig
 
 from .common import check_output_file, print_json, run_guarded

@@ -131,3 +131,15 @@ def test_command_prints_and_writes_json(tmp_path):
     bad = runner.invoke(app, ["dense", "eval", "--scenes", "0", "--out", str(out)])
     assert bad.exit_code == 2 and bad.stderr.strip().startswith("error: --scenes")
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_the_command_layer_does_not_import_the_dense_libraries():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, subpt._cli.subpt_app; "
+        "print(sorted(m for m in ('skimage', 'torchmetrics', 'pycocotools') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"  # every `subpt` command would otherwise pay for them at start-up

@@ -28,7 +28,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 import torch
@@ -41,33 +41,16 @@ from tqdm.auto import tqdm
 
 from gradflow.atomic import atomic_torch_save
 from subpt.backbone import Backbone
-from subpt.dense.proposals import ProposalParams, Proposals, propose
+from subpt.dense.proposals import Proposals, propose
+from subpt.dense.settings import THRESHOLD, CropSettings, ProposalParams
 from subpt.embedded.scenes import BACKGROUND, Scene, SceneClasses
 from subpt.errors import SubptError
 from subpt.features import cache_dir
 
-CONTEXT = 1.25  # side of a crop / longer side of its box (docs/dense.md: 1.0-2.0 measured)
-THRESHOLD = 0.3  # background rule: highest class probability below this is background
 NMS_IOU = 0.5
 MAX_DETECTIONS = 100
 CACHE_VERSION = "dense-features/1"  # bump when scenes, proposals or crops change meaning
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-
-
-@dataclass(frozen=True)
-class CropSettings:
-    """How a proposal becomes an image for the tower: the context factor, and the fill of masked pixels."""
-
-    context: float = CONTEXT
-    # masked-out pixels: "border" (median of the image border: the scene background) or "mean" (the tower's mean)
-    fill: str = "border"
-
-    def validate(self) -> None:
-        """Raise a one-line SubptError for impossible settings."""
-        if not (math.isfinite(self.context) and self.context >= 1.0):
-            raise SubptError(f"--context must be a number of at least 1, got {self.context}")
-        if self.fill not in ("mean", "border"):
-            raise SubptError(f"--fill must be 'mean' or 'border', got {self.fill!r}")
 
 
 def harmonic(a: float, b: float) -> float:

@@ -13,8 +13,8 @@ from typing import Any
 import torch
 
 from subpt.backbone import Backbone, load_backbone
-from subpt.dense.evaluate import THRESHOLD, CropSettings, evaluate_scenes
-from subpt.dense.proposals import ProposalParams
+from subpt.dense.evaluate import evaluate_scenes
+from subpt.dense.settings import THRESHOLD, CropSettings, ProposalParams
 from subpt.embedded import model as tiny
 from subpt.embedded.scenes import SceneClasses, SceneConfig, make_scenes, scene_classes
 from subpt.errors import SubptError
