@@ -143,3 +143,29 @@ def test_the_command_layer_does_not_import_the_dense_libraries():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"  # every `subpt` command would otherwise pay for them at start-up
+
+
+def test_scenes_without_proposals_score_zero_and_everything_is_background(tiny_backbone):
+    import numpy as np
+
+    from subpt.dense.evaluate import evaluate_scenes
+    from subpt.dense.proposals import Proposals
+    from subpt.embedded.scenes import make_scenes
+
+    classes = scene_classes(n_classes=8)
+    scenes = make_scenes(classes, 1, 2)
+    text = template_text_features(tiny_backbone, list(classes.names))
+
+    def nothing(image: np.ndarray) -> Proposals:
+        return Proposals(np.zeros((0, 4), np.float32), np.zeros((0, *image.shape[:2]), bool))
+
+    out = evaluate_scenes(tiny_backbone, classes, scenes, text, None, proposer=nothing, progress=False)
+    assert out["proposals_per_scene"] == 0.0
+    present = {int(c) for s in scenes for c in s.labels}
+    assert set(out["ap50_per_class"]) == present and all(v == 0.0 for v in out["ap50_per_class"].values())
+    for part, labels in (("seen", classes.seen), ("unseen", classes.unseen)):
+        value = out[f"miou_{part}"]
+        assert value == 0.0 if present & set(labels) else np.isnan(value)
+    # every pixel predicted background: its IoU is the share of background pixels in the ground truth
+    background = sum(int((s.instances < 0).sum()) for s in scenes) / sum(s.instances.size for s in scenes)
+    assert out["iou_background"] == pytest.approx(100 * background)
