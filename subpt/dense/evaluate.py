@@ -4,7 +4,7 @@ unseen classes, with a frozen image tower classifying label-free proposals.
 Pipeline for a set of scenes:
 1. proposals from pixels alone (`subpt.dense.proposals.propose`);
 2. every proposal encoded by the frozen image tower, twice: its box crop (a square of CONTEXT x the box's longer
-   side around the box centre, so the object fills the crop about as much as it fills a classification image),
+   side around the box centre: a little context, as the classification images show their object with a margin),
    and its masked crop (the same square with every pixel outside the proposal's mask set to the fill colour);
    both through the tower's own preprocessing; features cached on disk (key: weights, transform, scenes,
    proposal parameters, crop settings);
@@ -12,8 +12,9 @@ Pipeline for a set of scenes:
    features of the class names: the hand-crafted template (zero-shot) or a trained run's learned context;
 4. background rule: a score threshold. A proposal whose highest class probability is below `threshold` is
    background. Why not a "background" text embedding: the tiny CLIP never saw an image without an object nor a
-   caption naming only the background, so no text would be trained to match a background region, and the same
-   holds of real CLIP for "background" as a class; a confidence threshold assumes nothing about the text tower;
+   caption naming only the background, so no text was trained to match a background region (measured: such prompts
+   separate background proposals worse than the highest class probability does, docs/dense.md); a confidence
+   threshold assumes nothing about the text tower;
 5. detection: each kept box proposal is one detection (its best class, that probability as score), per-class NMS
    at IoU NMS_IOU, at most MAX_DETECTIONS per scene; box AP50 by torchmetrics (pycocotools backend) per class,
    averaged over the seen and over the unseen classes present in the ground truth, and their harmonic mean;

@@ -52,7 +52,7 @@ def world_options(given: dict[str, Any], run: Path | None) -> dict[str, Any]:
             raise SubptError(
                 f"--{k.replace('_', '-')} {v!r} contradicts the run's {own[k]!r} ({run}); leave it out"
             )
-    return own
+    return {**given, **own}
 
 
 def run_text_features(
