@@ -12,6 +12,7 @@ from subpt.errors import SubptError
 
 from .common import check_output_file, defaults_of, print_json, register_user_error, run_app, run_guarded
 from .data_cmd import data_app
+from .dense_cmd import dense_app
 from .report_cmd import subpt_report
 from .sweep_cmd import sweep, table
 from .task_options import with_task_options
@@ -21,6 +22,7 @@ register_user_error(SubptError)
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 app.add_typer(data_app, name="data", help="Check data roots of the real datasets.")
+app.add_typer(dense_app, name="dense", help="Detection and segmentation on the embedded world's scenes.")
 app.command("report")(subpt_report)
 app.command("sweep")(sweep)
 app.command("table")(table)

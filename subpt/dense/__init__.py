@@ -1,0 +1,1 @@
+"""Dense tasks (detection and segmentation) with frozen CLIP towers and transferred prompts."""

@@ -1,0 +1,345 @@
+"""Dense zero-shot and transferred-prompt evaluation: detection (box AP50) and segmentation (mIoU) on seen and
+unseen classes, with a frozen image tower classifying label-free proposals.
+
+Pipeline for a set of scenes:
+1. proposals from pixels alone (`subpt.dense.proposals.propose`);
+2. every proposal encoded by the frozen image tower, twice: its box crop (a square of CONTEXT x the box's longer
+   side around the box centre: a little context, as the classification images show their object with a margin),
+   and its masked crop (the same square with every pixel outside the proposal's mask set to the fill colour);
+   both through the tower's own preprocessing; features cached on disk (key: weights, transform, scenes,
+   proposal parameters, crop settings);
+3. each feature classified over all classes, seen and unseen together (the generalised setting), against text
+   features of the class names: the hand-crafted template (zero-shot) or a trained run's learned context;
+4. background rule: a score threshold. A proposal whose highest class probability is below `threshold` is
+   background. Why not a "background" text embedding: the tiny CLIP never saw an image without an object nor a
+   caption naming only the background, so no text was trained to match a background region (measured: such prompts
+   separate background proposals worse than the highest class probability does, docs/dense.md); a confidence
+   threshold assumes nothing about the text tower;
+5. detection: each kept box proposal is one detection (its best class, that probability as score), per-class NMS
+   at IoU NMS_IOU, at most MAX_DETECTIONS per scene; box AP50 by torchmetrics (pycocotools backend) per class,
+   averaged over the seen and over the unseen classes present in the ground truth, and their harmonic mean;
+6. segmentation: kept mask proposals paint their best class on their pixels in increasing score order, so the
+   highest score wins each pixel; unassigned pixels are background. IoU per class by torchmetrics' JaccardIndex
+   over the whole set; mIoU over the seen and over the unseen classes present in the ground truth (background
+   excluded from both), and hIoU, their harmonic mean.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchmetrics.classification import MulticlassJaccardIndex
+from torchmetrics.detection import MeanAveragePrecision
+from torchvision.ops import batched_nms
+from tqdm.auto import tqdm
+
+from gradflow.atomic import atomic_torch_save
+from subpt.backbone import Backbone
+from subpt.dense.proposals import Proposals, propose
+from subpt.dense.settings import THRESHOLD, CropSettings, ProposalParams
+from subpt.embedded.scenes import BACKGROUND, Scene, SceneClasses
+from subpt.errors import SubptError
+from subpt.features import cache_dir
+
+NMS_IOU = 0.5
+MAX_DETECTIONS = 100
+CACHE_VERSION = "dense-features/1"  # bump when scenes, proposals or crops change meaning
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+
+
+def harmonic(a: float, b: float) -> float:
+    """2ab / (a + b); nan when either is nan, 0 when both are 0."""
+    if math.isnan(a) or math.isnan(b):
+        return float("nan")
+    return 0.0 if a + b == 0 else 2 * a * b / (a + b)
+
+
+def tower_mean(backbone: Backbone) -> tuple[int, int, int]:
+    """The image tower's normalisation mean as a uint8 colour (a masked crop's neutral fill)."""
+    for t in getattr(backbone.preprocess, "transforms", []):
+        if type(t).__name__ == "Normalize":
+            return tuple(int(round(255 * float(m))) for m in t.mean)  # type: ignore[return-value]
+    return tuple(int(round(255 * m)) for m in OPENAI_MEAN)  # type: ignore[return-value]
+
+
+def border_colour(image: np.ndarray) -> tuple[int, int, int]:
+    """Per-channel median of the image's border pixels: a label-free estimate of the scene's background."""
+    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
+    return tuple(int(v) for v in np.median(border, axis=0))  # type: ignore[return-value]
+
+
+def square_crop(
+    image: np.ndarray,
+    box: Sequence[float],
+    context: float,
+    fill: tuple[int, int, int],
+    mask: np.ndarray | None = None,
+) -> Image.Image:
+    """The square of side context x the box's longer side around the box centre, padded with `fill` outside the
+    image; with `mask`, pixels outside the mask are `fill` too."""
+    x0, y0, x1, y1 = (float(v) for v in box)
+    side = max(1, int(math.ceil(context * max(x1 - x0, y1 - y0))))
+    left = int(math.floor((x0 + x1) / 2 - side / 2))
+    top = int(math.floor((y0 + y1) / 2 - side / 2))
+    out = np.empty((side, side, 3), dtype=np.uint8)
+    out[:] = fill
+    h, w = image.shape[:2]
+    sx0, sy0, sx1, sy1 = max(left, 0), max(top, 0), min(left + side, w), min(top + side, h)
+    if sx1 > sx0 and sy1 > sy0:
+        patch = image[sy0:sy1, sx0:sx1]
+        if mask is not None:
+            patch = np.where(mask[sy0:sy1, sx0:sx1, None], patch, np.array(fill, dtype=np.uint8))
+        out[sy0 - top : sy1 - top, sx0 - left : sx1 - left] = patch
+    return Image.fromarray(out)
+
+
+def region_key(backbone: Backbone, scenes_key: object, params: ProposalParams, crops: CropSettings) -> str:
+    """Cache key of a scene set's region features: weights, transform, scenes, proposal and crop settings."""
+    h = hashlib.sha256()
+    for part in (
+        CACHE_VERSION,
+        backbone.model_name,
+        backbone.weights_id,
+        repr(backbone.preprocess),
+        repr(scenes_key),
+        repr(sorted(params.key().items())),
+        repr(sorted(asdict(crops).items())),
+    ):
+        h.update(str(part).encode())
+    return h.hexdigest()[:24]
+
+
+@torch.no_grad()
+def region_features(
+    backbone: Backbone,
+    scenes: Sequence[Scene],
+    proposals: Sequence[Proposals],
+    crops: CropSettings,
+    key: str | None = None,
+    batch_size: int = 512,
+    progress: bool = True,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """L2-normalised (box-crop, masked-crop) features of every proposal, one (m_i, d) tensor per scene each;
+    cached on disk under `key` when one is given."""
+    crops.validate()
+    path = cache_dir() / "dense" / f"regions-{key}.pt" if key else None
+    counts = [len(p) for p in proposals]
+    if path is not None and path.is_file():
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            if blob["counts"].tolist() == counts:
+                return _split(blob["box"], counts), _split(blob["mask"], counts)
+        except Exception:
+            pass
+        path.unlink(missing_ok=True)  # damaged or stale: recompute
+    mean = tower_mean(backbone)
+    device = backbone.device
+    feats: dict[str, list[torch.Tensor]] = {"box": [], "mask": []}
+    pending: list[torch.Tensor] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        x = torch.stack(pending).to(device)
+        f = F.normalize(backbone.model.encode_image(x).float(), dim=-1).cpu()
+        feats["box"].append(f[0::2])  # pending holds pairs: box crop, then masked crop
+        feats["mask"].append(f[1::2])
+        pending.clear()
+
+    bar = tqdm(
+        list(zip(scenes, proposals)), desc="encoding proposals", disable=not progress or None, leave=False
+    )
+    for scene, props in bar:
+        fill = mean if crops.fill == "mean" else border_colour(scene.image)
+        pad = border_colour(scene.image)  # outside the image a box crop continues the scene's background
+        for box, mask in zip(props.boxes, props.masks):
+            pending.append(backbone.preprocess(square_crop(scene.image, box, crops.context, pad)))
+            pending.append(backbone.preprocess(square_crop(scene.image, box, crops.context, fill, mask)))
+            if len(pending) >= batch_size:
+                flush()
+    flush()
+    width = backbone.embed_dim
+    box = torch.cat(feats["box"]) if feats["box"] else torch.empty(0, width)
+    masked = torch.cat(feats["mask"]) if feats["mask"] else torch.empty(0, width)
+    if path is not None:
+        atomic_torch_save(
+            {"box": box, "mask": masked, "counts": torch.tensor(counts, dtype=torch.long)}, path, mkdir=True
+        )
+    return _split(box, counts), _split(masked, counts)
+
+
+def _split(x: torch.Tensor, counts: list[int]) -> list[torch.Tensor]:
+    return list(torch.split(x, counts)) if counts else []
+
+
+def class_probabilities(
+    features: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor
+) -> torch.Tensor:
+    """Softmax over all classes of logit_scale * cosine(region feature, class text feature)."""
+    logits = logit_scale.exp().float() * features.float() @ text.float().t().to(features.device)
+    return logits.softmax(dim=-1)
+
+
+def decide(
+    probs: torch.Tensor, threshold: float, chance: torch.Generator | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(labels, scores, kept) of each region: its best class and that probability, kept unless below threshold.
+
+    With `chance`, each region's label is drawn uniformly from all classes instead (same scores and kept regions):
+    the chance level of naming the same regions."""
+    scores, labels = (
+        probs.max(dim=-1) if probs.numel() else (probs.new_zeros(0), probs.new_zeros(0, dtype=torch.long))
+    )
+    if chance is not None:
+        labels = torch.randint(probs.shape[-1], (probs.shape[0],), generator=chance).to(labels.device)
+    return labels, scores, scores >= threshold
+
+
+def detections(boxes: np.ndarray, labels: torch.Tensor, scores: torch.Tensor, kept: torch.Tensor) -> dict:
+    """One scene's detections for torchmetrics: kept boxes after per-class NMS, at most MAX_DETECTIONS."""
+    b = torch.as_tensor(boxes, dtype=torch.float32).reshape(-1, 4)[kept.cpu()]
+    s, lab = scores.cpu()[kept.cpu()].float(), labels.cpu()[kept.cpu()].long()
+    keep = batched_nms(b, s, lab, NMS_IOU)[:MAX_DETECTIONS]
+    return {"boxes": b[keep], "scores": s[keep], "labels": lab[keep]}
+
+
+def paint(
+    masks: np.ndarray, labels: torch.Tensor, scores: torch.Tensor, kept: torch.Tensor, background: int
+) -> np.ndarray:
+    """Per-pixel labels from kept mask proposals: the highest-scoring one covering a pixel names it; the rest is
+    `background`."""
+    h, w = masks.shape[1:] if masks.ndim == 3 else (0, 0)
+    out = np.full((h, w), background, dtype=np.int64)
+    idx = torch.nonzero(kept.cpu()).flatten()
+    for i in idx[torch.argsort(scores.cpu()[idx], stable=True)].tolist():
+        out[masks[i]] = int(labels[i])
+    return out
+
+
+def box_ap50(preds: list[dict], targets: list[dict], seen: Sequence[int], unseen: Sequence[int]) -> dict:
+    """Box AP50 (percent) per class by torchmetrics (pycocotools), averaged over the seen and the unseen classes
+    present in the targets, and their harmonic mean."""
+    metric = MeanAveragePrecision(
+        box_format="xyxy", iou_type="bbox", iou_thresholds=[0.5], class_metrics=True, backend="pycocotools"
+    )
+    metric.update(preds, targets)
+    out = metric.compute()
+    classes = out["classes"].reshape(-1).tolist()
+    per_class = out["map_per_class"].reshape(-1).tolist()
+    present = {int(c) for t in targets for c in t["labels"].tolist()}
+    ap = {int(c): 100.0 * v for c, v in zip(classes, per_class) if int(c) in present}
+    s, u = _mean([ap[c] for c in seen if c in ap]), _mean([ap[c] for c in unseen if c in ap])
+    return {"ap50_seen": s, "ap50_unseen": u, "ap50_hm": harmonic(s, u), "ap50_per_class": ap}
+
+
+def segmentation_iou(
+    preds: list[np.ndarray],
+    targets: list[np.ndarray],
+    num_classes: int,
+    seen: Sequence[int],
+    unseen: Sequence[int],
+) -> dict:
+    """IoU (percent) per class by torchmetrics' JaccardIndex over all pixels of the set (label `num_classes` is
+    background); mIoU over the seen and the unseen classes present in the targets, and hIoU."""
+    metric = MulticlassJaccardIndex(num_classes=num_classes + 1, average="none")
+    for p, t in zip(preds, targets):
+        metric.update(torch.as_tensor(p).reshape(-1), torch.as_tensor(t).reshape(-1))
+    iou = metric.compute().tolist()
+    present = set(np.unique(np.concatenate([t.reshape(-1) for t in targets])).tolist()) if targets else set()
+    s = _mean([100.0 * iou[c] for c in seen if c in present])
+    u = _mean([100.0 * iou[c] for c in unseen if c in present])
+    return {
+        "miou_seen": s,
+        "miou_unseen": u,
+        "hiou": harmonic(s, u),
+        "iou_background": 100.0 * iou[num_classes] if num_classes in present else float("nan"),
+    }
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else float("nan")
+
+
+def target_boxes(scene: Scene) -> dict:
+    """A scene's ground truth for torchmetrics' detection metric."""
+    return {
+        "boxes": torch.as_tensor(scene.boxes, dtype=torch.float32).reshape(-1, 4),
+        "labels": torch.as_tensor(scene.labels, dtype=torch.long),
+    }
+
+
+def target_pixels(scene: Scene, background: int) -> np.ndarray:
+    """A scene's semantic map with background pixels labelled `background`."""
+    sem = scene.semantic
+    return np.where(sem == BACKGROUND, background, sem)
+
+
+def evaluate_scenes(
+    backbone: Backbone,
+    classes: SceneClasses,
+    scenes: Sequence[Scene],
+    text: torch.Tensor,
+    scenes_key: object,
+    params: ProposalParams | None = None,
+    crops: CropSettings | None = None,
+    threshold: float = THRESHOLD,
+    chance_seed: int | None = None,
+    progress: bool = True,
+    use_cache: bool = True,
+    proposer: Callable[[np.ndarray], Proposals] | None = None,
+    oracle: bool = False,
+) -> dict:
+    """AP50 and mIoU on the seen and unseen classes of `scenes` with class text features `text` (n_classes, d).
+
+    `chance_seed` replaces every region's class by a uniform draw (the chance level, same regions and scores).
+    `proposer` replaces the label-free proposals (it gets the image only); `oracle` uses each scene's ground-truth
+    boxes and masks as proposals instead: a diagnostic upper bound that isolates naming from proposing."""
+    params, crops = params or ProposalParams(), crops or CropSettings()
+    params.validate()
+    crops.validate()
+    if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+        raise SubptError(f"--threshold must lie in [0, 1], got {threshold}")
+    if text.shape[0] != classes.num_classes:
+        raise SubptError(
+            f"text features cover {text.shape[0]} classes but the scenes have {classes.num_classes}"
+        )
+    if oracle:
+        proposals = [Proposals(s.boxes, s.masks) for s in scenes]
+    else:
+        run_proposer = proposer or (lambda image: propose(image, params))
+        proposals = [run_proposer(s.image) for s in scenes]
+    key = None
+    if use_cache and proposer is None:
+        key = region_key(backbone, (scenes_key, "oracle" if oracle else "proposals"), params, crops)
+    box_feats, mask_feats = region_features(backbone, scenes, proposals, crops, key=key, progress=progress)
+    scale = backbone.model.logit_scale
+    gen = torch.Generator().manual_seed(int(chance_seed)) if chance_seed is not None else None
+    n = classes.num_classes
+    preds, targets, pix_pred, pix_true = [], [], [], []
+    for scene, props, fb, fm in zip(scenes, proposals, box_feats, mask_feats):
+        labels, scores, kept = decide(class_probabilities(fb, text, scale), threshold, gen)
+        preds.append(detections(props.boxes, labels, scores, kept))
+        targets.append(target_boxes(scene))
+        labels, scores, kept = decide(class_probabilities(fm, text, scale), threshold, gen)
+        pix_pred.append(paint(props.masks, labels, scores, kept, background=n))
+        pix_true.append(target_pixels(scene, background=n))
+    det = box_ap50(preds, targets, classes.seen, classes.unseen)
+    seg = segmentation_iou(pix_pred, pix_true, n, classes.seen, classes.unseen)
+    return {
+        **det,
+        **seg,
+        "scenes": len(scenes),
+        "objects": int(sum(len(s.labels) for s in scenes)),
+        "proposals_per_scene": float(np.mean([len(p) for p in proposals])) if proposals else 0.0,
+        "threshold": threshold,
+        "proposals": "oracle" if oracle else "label-free",
+        "proposal_params": params.key(),
+        "crops": asdict(crops),
+    }
