@@ -234,12 +234,13 @@ def check_torchrun(size: Size, root: Path, out: Path, device: str) -> dict:
     b = torch.load(run / "ckpt" / "last.pt", weights_only=True)["ctx"]
     diff = float((a - b).abs().max())
     want = "nccl" if device.startswith("cuda") else "gloo"
-    ok = child["backend"] == want and child["all_reduce"] == 2.0 and diff <= 1e-5
+    tol = 1e-4 if device.startswith("cuda") else 0.0  # the CPU is bit-identical; GPU kernels may round differently
+    ok = child["backend"] == want and child["all_reduce"] == 2.0 and diff <= tol
     return {
         "check": "torchrun, 1 process",
         "ok": ok,
         "result": f"backend {child['backend']} (want {want}), all-reduce ok: {child['all_reduce'] == 2.0}; "
-        f"ctx vs the plain fp32 run: max |diff| {diff:.1e}",
+        f"ctx vs the plain fp32 run: max |diff| {diff:.1e} (<= {tol:.0e})",
         "seconds": time.perf_counter() - t0,
     }
 
