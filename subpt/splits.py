@@ -29,12 +29,6 @@ class Splits:
     base_test: tuple[torch.Tensor, torch.Tensor]
     novel_test: tuple[torch.Tensor, torch.Tensor] | None
 
-    @property
-    def aug_views(self) -> int:
-        """Cached augmented views per training image (0: the test view)."""
-        feats = self.train[0]
-        return int(feats.shape[1]) if feats.dim() == 3 else 0
-
     def epoch_train(self, seed: int, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Training features (n, d) and labels of `epoch` (0-based): the test view, or one augmented view per
         image chosen by `subpt.features.epoch_views` from (seed, epoch, image index)."""
@@ -45,12 +39,16 @@ class Splits:
         return feats[torch.arange(feats.shape[0], device=feats.device), pick], labels
 
 
-def prepare_data(cfg: TrainConfig, backbone: Backbone, progress: bool = True) -> Splits:
-    """Build the task, split base/novel by CoOp's rule, and load (or compute) cached image features."""
+def prepare_data(cfg: TrainConfig, backbone: Backbone, progress: bool = True, augment: bool = True) -> Splits:
+    """Build the task, split base/novel by CoOp's rule, and load (or compute) cached image features.
+
+    With `augment` False (evaluation only), training images come in their test view whatever `cfg.aug_views`, so
+    re-evaluating or analysing a run never encodes augmented views it does not use.
+    """
     task = build_task(cfg.dataset, root=cfg.root, shots=cfg.shots, seed=cfg.seed, **cfg.dataset_options)
     base = subsample_task(task, cfg.subsample)
     novel = subsample_task(task, "novel") if cfg.subsample == "base" else None
-    if cfg.aug_views:
+    if cfg.aug_views and augment:
         train = augmented_features(backbone, base, cfg.aug_views, cfg.seed, progress=progress)
     else:
         train = image_features(backbone, base, "train", progress=progress)

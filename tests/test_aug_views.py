@@ -224,3 +224,34 @@ def test_resume_after_sigkill_is_bit_identical_with_views(tmp_path):
     sa, sb = (TrajectoryStore.open(tmp_path / d / "trajectory") for d in ("full", "killed"))
     assert (sa.rows("grads") == sb.rows("grads")).all()
     assert json.loads((tmp_path / "killed" / "config.json").read_text())["aug_views"] == K
+
+
+def test_evaluating_a_run_encodes_no_augmented_views(tmp_path, monkeypatch):
+    """`subpt eval` of a run trained on augmented views evaluates on test views and never asks for training views."""
+    from subpt import splits
+    from subpt.runs import evaluate_saved_run
+
+    train(small_config(epochs=1), tmp_path / "run", progress=False)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("evaluation asked for augmented training views")
+
+    monkeypatch.setattr(splits, "augmented_features", refuse)
+    result = evaluate_saved_run(tmp_path / "run", progress=False)
+    assert result["base_acc"] == read_metrics(tmp_path / "run")[-1]["base_acc"]
+
+
+def test_views_are_reproducible_and_the_first_k_of_more(tiny_backbone):
+    """The views of an image are drawn from (seed, image index): computed again they are the same, and the first 2
+    of 4 views are the 2 views of a 2-view cache; another seed draws other views."""
+    from subpt.data.base import subsample_task
+    from subpt.data.catalogue import build_task
+    from subpt.features import augmented_features
+
+    cfg = small_config()
+    base = subsample_task(build_task(cfg.dataset, shots=cfg.shots, seed=1, **cfg.dataset_options), "base")
+    two, _ = augmented_features(tiny_backbone, base, 2, seed=1, use_cache=False, progress=False)
+    four, _ = augmented_features(tiny_backbone, base, 4, seed=1, use_cache=False, progress=False)
+    other, _ = augmented_features(tiny_backbone, base, 2, seed=2, use_cache=False, progress=False)
+    torch.testing.assert_close(four[:, :2], two, atol=1e-5, rtol=0)
+    assert not torch.allclose(other, two, atol=1e-3)
