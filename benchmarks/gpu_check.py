@@ -138,6 +138,15 @@ def config(size: Size, root: Path, device: str, **kw):
     )
 
 
+def train_run(cfg, run: Path) -> None:
+    """subpt.train.train into `run` (replacing it), with torch's generator seeded first: `--pretrained random`
+    draws the model's weights from it, so every run of the check (and the torchrun child) has the same weights."""
+    from subpt.train import train
+
+    torch.manual_seed(0)
+    train(cfg, run, overwrite=True, progress=False)
+
+
 def span_residual(run: Path, basis_file: Path) -> float:
     """||(I - U^T U)(ctx - ctx0)|| / ||ctx - ctx0|| of a run's final context, in float64."""
     from gradflow.subspace import Basis
@@ -156,7 +165,6 @@ def check_precision(size: Size, root: Path, out: Path, device: str, precision: s
     """CoOp (recording) -> early basis -> SubPT+NFL under `precision`; the span check of the SubPT+NFL run."""
     from subpt.basis_plan import run_basis
     from subpt.runs import read_metrics
-    from subpt.train import train
 
     t0 = time.perf_counter()
     coop, subpt, basis = (
@@ -164,19 +172,9 @@ def check_precision(size: Size, root: Path, out: Path, device: str, precision: s
         out / f"subpt_nfl-{precision}",
         out / f"early-{precision}.pt",
     )
-    train(
-        config(size, root, device, precision=precision, record_grads=True),
-        coop,
-        overwrite=True,
-        progress=False,
-    )
+    train_run(config(size, root, device, precision=precision, record_grads=True), coop)
     run_basis(coop, size.window, size.rank, basis)
-    train(
-        config(size, root, device, precision=precision, basis=str(basis), nfl=True),
-        subpt,
-        overwrite=True,
-        progress=False,
-    )
+    train_run(config(size, root, device, precision=precision, basis=str(basis), nfl=True), subpt)
     residual = span_residual(subpt, basis)
     last = read_metrics(subpt)[-1]
     finite = all(np.isfinite(m["loss"]) for m in read_metrics(coop) + read_metrics(subpt))
@@ -234,7 +232,9 @@ def check_torchrun(size: Size, root: Path, out: Path, device: str) -> dict:
     b = torch.load(run / "ckpt" / "last.pt", weights_only=True)["ctx"]
     diff = float((a - b).abs().max())
     want = "nccl" if device.startswith("cuda") else "gloo"
-    tol = 1e-4 if device.startswith("cuda") else 0.0  # the CPU is bit-identical; GPU kernels may round differently
+    tol = (
+        1e-4 if device.startswith("cuda") else 0.0
+    )  # the CPU is bit-identical; GPU kernels may round differently
     ok = child["backend"] == want and child["all_reduce"] == 2.0 and diff <= tol
     return {
         "check": "torchrun, 1 process",
@@ -249,11 +249,7 @@ def ddp_child(size: Size, root: Path, out: Path, device: str) -> None:
     """Under torchrun: train the fp32 CoOp run, then report the process group's backend and one all-reduce."""
     import torch.distributed as dist
 
-    from subpt.train import train
-
-    train(
-        config(size, root, device, precision="fp32", record_grads=True), out, overwrite=True, progress=False
-    )
+    train_run(config(size, root, device, precision="fp32", record_grads=True), out)
     backend = dist.get_backend() if dist.is_initialized() else "none"
     t = torch.full((1,), 2.0, device=torch.device(device) if dist.is_initialized() else "cpu")
     if dist.is_initialized():
