@@ -22,7 +22,8 @@ class DistContext:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
-    grouped: bool = False  # a process group is up (torchrun, even with one process): collectives run through it
+    # a process group is up (torchrun, even with one process): collectives run through it
+    grouped: bool = False
 
     @property
     def is_main(self) -> bool:
