@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from subpt.config import TrainConfig
+from subpt.config import AUG_VIEWS_DEFAULT, AUG_VIEWS_EMBEDDED, TrainConfig
 from subpt.errors import SubptError
 
 from .common import check_output_file, defaults_of, print_json, register_user_error, run_app, run_guarded
@@ -34,6 +34,11 @@ MODEL = typer.Option(T("model"), "--model", "-m", help="open_clip model name, or
 PRETRAINED = typer.Option(
     T("pretrained"), "--pretrained", "-p", help="open_clip pretrained tag, a checkpoint file, 'random', or 'embedded'."
 )
+AUG_VIEWS_HELP = (
+    f"Augmented training views per image (CoOp's random resized crop and flip), encoded once and cached, one per "
+    f"epoch; 0: the test view only. Default: {AUG_VIEWS_DEFAULT} ({AUG_VIEWS_EMBEDDED} for the embedded subpt-tiny)."
+)
+AUG_VIEWS = typer.Option(T("aug_views"), "--aug-views", help=AUG_VIEWS_HELP)
 
 
 @app.command()
@@ -67,6 +72,7 @@ def train(
     device: str = typer.Option(T("device"), help="cpu or cuda."),
     precision: str = typer.Option(T("precision"), help="fp32, bf16 or fp16 (autocast)."),
     text_chunk: int = typer.Option(T("text_chunk"), "--text-chunk", help="Encode this many classes at a time (bounds memory)."),
+    aug_views: int = AUG_VIEWS,
     task_options: dict | None = None,
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out."),
@@ -83,7 +89,7 @@ def train(
         csc=csc, class_token_position=class_token_position, epochs=epochs, batch_size=batch_size, lr=lr,
         weight_decay=weight_decay, warmup_epochs=warmup_epochs, basis=basis, nfl=nfl, nfl_names=nfl_names,
         nfl_lambda=nfl_lambda, record_grads=record, record_every=record_every, record_dtype=record_dtype, device=device,
-        precision=precision, text_chunk=text_chunk,
+        precision=precision, text_chunk=text_chunk, aug_views=aug_views,
     )
     metrics = run_train(cfg, out, resume=resume, overwrite=overwrite, progress=not as_json)
     if as_json:
@@ -116,6 +122,7 @@ def pipeline(
     source: str = typer.Option("snapshots", help="Basis from ctx 'snapshots' (reference) or per-step 'grads'."),
     device: str = typer.Option(T("device")),
     precision: str = typer.Option(T("precision")),
+    aug_views: int = AUG_VIEWS,
     task_options: dict | None = None,
     resume: bool = typer.Option(False, "--resume", help="Keep finished stages, continue an interrupted one."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the runs already in --out."),
@@ -128,7 +135,7 @@ def pipeline(
     cfg = TrainConfig(
         dataset=dataset, root=root, dataset_options=task_options, model=model,
         pretrained=pretrained, shots=shots, seed=seed, subsample=subsample, n_ctx=n_ctx, ctx_init=ctx_init,
-        epochs=epochs, nfl=nfl, nfl_names=nfl_names, device=device, precision=precision,
+        epochs=epochs, nfl=nfl, nfl_names=nfl_names, device=device, precision=precision, aug_views=aug_views,
     )
     paths = run_pipeline(cfg, out, t_early=t_early, rank=rank, source=source, resume=resume, overwrite=overwrite)
     print_run_summary(paths["stage1"])
@@ -260,11 +267,12 @@ def demo(
     task_options: dict | None = None,
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html for the seed-1 runs."),
     resume: bool = typer.Option(False, "--resume", help="Keep finished runs in --out and continue an interrupted one."),
+    aug_views: int = AUG_VIEWS,
 ) -> None:
     """The main job on the embedded default: zero-shot, CoOp, NFL, SubPT on a typical world task, over seeds."""
     from subpt.experiments.demo import run_demo
 
-    run_demo(out, seeds=seeds, epochs=epochs, options=task_options, report=report, resume=resume)
+    run_demo(out, seeds=seeds, epochs=epochs, options=task_options, report=report, resume=resume, aug_views=aug_views)
 
 
 
@@ -278,6 +286,7 @@ def study(
     grid: Path = typer.Option(None, "--grid", help="JSON file {name: {dataset, options}} instead of the default grid."),
     epochs: int = typer.Option(None, help="Epochs of every run (default: the study's 20)."),
     restart: bool = typer.Option(False, "--restart", help="Retrain every run instead of keeping finished ones."),
+    aug_views: int = AUG_VIEWS,
 ) -> None:
     """Robustness of the paper's claims: every method over world variants x seeds with one method setting."""
     from subpt.experiments.study import read_grid, run_study, variants_by_name
@@ -285,7 +294,8 @@ def study(
     if grid is not None and variants is not None:
         raise SubptError("give either --grid or --variants, not both")
     chosen = read_grid(grid) if grid is not None else variants_by_name(_names(variants))
-    run_study(out, chosen, _int_list(seeds, "--seeds"), epochs=epochs, resume=not restart, echo=typer.echo)
+    run_study(out, chosen, _int_list(seeds, "--seeds"), epochs=epochs, resume=not restart, echo=typer.echo,
+              aug_views=aug_views)
 
 
 def _names(text: str | None) -> list[str]:

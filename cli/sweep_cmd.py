@@ -41,6 +41,12 @@ def sweep(
         None, "--epochs", help="Training epochs (default: CoOp's schedule by shots; 100 for base2novel)."
     ),
     n_ctx: int = typer.Option(S("n_ctx"), "--n-ctx", help="Number of context vectors."),
+    aug_views: int = typer.Option(
+        S("aug_views"),
+        "--aug-views",
+        help="Augmented training views per image, cached, one per epoch; 0: the test view only "
+        "(default: 16; 0 for the embedded subpt-tiny).",
+    ),
     t_early: int = typer.Option(
         None, "--t-early", help="SubPT window: epochs 1..t (default: the reference value)."
     ),
@@ -87,6 +93,7 @@ def sweep(
         pretrained=pretrained,
         epochs=epochs,
         n_ctx=n_ctx,
+        aug_views=aug_views,
         t_early=t_early,
         rank=rank,
         embedded_options=options,

@@ -34,7 +34,7 @@ def run_zero_shot(
     cfg = TrainConfig(dataset=dataset, root=root, model=model, pretrained=pretrained, seed=seed, shots=1,
                       device=device, dataset_options=dict(dataset_options or {}))
     backbone = load_backbone(model, pretrained, device)
-    splits = prepare_data(cfg, backbone, progress=progress)
+    splits = prepare_data(cfg, backbone, progress=progress, augment=False)
     if templates:
         chosen = list(templates)
     elif ensemble:

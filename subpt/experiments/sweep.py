@@ -49,7 +49,7 @@ def run_zeroshot(cfg: Any, run_dir: Path) -> dict:
     from subpt.splits import prepare_data
 
     backbone = load_backbone(cfg.model, cfg.pretrained, cfg.device)
-    splits = prepare_data(cfg, backbone, progress=False)
+    splits = prepare_data(cfg, backbone, progress=False, augment=False)
     templates = [splits.task.template]
     zs = zero_shot_metrics(backbone, splits, templates)
     runs.clear_run(run_dir)  # the run's files only: the folder and the lock this sweep holds on it stay

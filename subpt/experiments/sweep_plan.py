@@ -66,6 +66,7 @@ class SweepSettings:
     device: str = "cpu"
     epochs: int | None = None  # None: the protocol's default for (dataset, shots)
     n_ctx: int = 16
+    aug_views: int | None = None  # None: the model's default (subpt.config.default_aug_views)
     t_early: int | None = None  # None: the reference value for the shots
     rank: int | None = None
     targets: list[str] = field(default_factory=list)  # transfer protocols
@@ -177,6 +178,8 @@ def validate(s: SweepSettings) -> None:
         raise SubptError(f"--shots must be at least 1, got {s.shots}")
     if s.epochs is not None and s.epochs < 1:
         raise SubptError(f"--epochs must be at least 1, got {s.epochs}")
+    if s.aug_views is not None and s.aug_views < 0:
+        raise SubptError(f"--aug-views must be 0 (the test view only) or a number of views such as 16, got {s.aug_views}")
     if s.embedded_options and all(needs_root(d) for d in [*s.datasets, *s.targets]):
         raise SubptError("the embedded-world options (--cue, --noise, --n-classes, ...) apply to the embedded world only")
     if s.device.startswith("cuda"):
@@ -245,10 +248,11 @@ def job_config(s: SweepSettings, job: Job) -> Any:
         device=device,
     )
     if job.method == ZEROSHOT:  # training settings left at their defaults: they do not change zero-shot numbers
-        return TrainConfig(**common)
+        return TrainConfig(**common, aug_views=0)  # zero-shot sees no training view
     return TrainConfig(
         **common,
         n_ctx=s.n_ctx,
+        aug_views=s.aug_views,
         epochs=s.epochs_for(job.dataset, job.shots),
         nfl=job.method in NFL_METHODS,
         nfl_names=spec.nfl_names,

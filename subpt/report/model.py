@@ -205,7 +205,7 @@ def analyse_classes(
 ) -> ClassAnalysis:
     """Per-class accuracy of `ctx` and of zero-shot (the dataset's template) on the base and novel test
     classes, and, when the task has the cue splits, accuracy with the cue absent and flipped."""
-    splits = splits or prepare_data(cfg, backbone, progress=progress)
+    splits = splits or prepare_data(cfg, backbone, progress=progress, augment=False)
     learner = learner_with_ctx(backbone, splits.base.classnames, cfg, ctx, f"epoch {epoch}")
     scale = backbone.model.logit_scale
     template = splits.task.template
