@@ -30,7 +30,7 @@ DATASET = typer.Option(T("dataset"), "--dataset", "-d", help="Dataset name (see 
 ROOT = typer.Option(None, "--root", help="Data root of real datasets (docs/datasets.md).")
 MODEL = typer.Option(T("model"), "--model", "-m", help="open_clip model name, or subpt-tiny (embedded).")
 PRETRAINED = typer.Option(
-    T("pretrained"), "--pretrained", "-p", help="open_clip pretrained tag, a checkpoint file, 'random', or 'embedded'."
+    T("pretrained"), "--pretrained", "-p", help="open_clip pretrained tag, a checkpoint file, 'random' (drawn from --seed), or 'embedded'."
 )
 
 

@@ -53,7 +53,7 @@ def sweep(
         S("pretrained"),
         "--pretrained",
         "-p",
-        help="open_clip pretrained tag, a checkpoint file, 'random' or 'embedded'.",
+        help="open_clip pretrained tag, a checkpoint file, 'random' (drawn from each run's seed) or 'embedded'.",
     ),
     device: str = typer.Option(None, "--device", help="cpu or cuda (default: cuda when a GPU is visible)."),
     out: Path = typer.Option(Path("runs"), "--out", "-o", help="Sweep folder: runs go to OUT/<protocol>/..."),

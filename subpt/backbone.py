@@ -77,8 +77,12 @@ def load_backbone(
     model_name: str = tiny.MODEL_NAME,
     pretrained: str | None = EMBEDDED,
     device: str | torch.device = "cpu",
+    seed: int = 0,
 ) -> Backbone:
-    """Create a frozen CLIP in eval mode from a pretrained tag, a checkpoint file, 'random' or 'embedded'."""
+    """Create a frozen CLIP in eval mode from a pretrained tag, a checkpoint file, 'random' or 'embedded'.
+
+    'random' weights are drawn from `seed` (a run passes its own --seed, recorded in config.json), so every load
+    of a run's model gives the same weights; the other sources ignore it."""
     from subpt.config import check_device
 
     check_device(device)
@@ -98,7 +102,7 @@ def load_backbone(
         weights_id = f"embedded:{_file_id(tiny.CHECKPOINT_PATH)}"
         preprocess = open_clip.image_transform(model.visual.image_size, is_train=False)
     else:
-        weights_id, model, preprocess = _load_open_clip(model_name, pretrained)
+        weights_id, model, preprocess = _load_open_clip(model_name, pretrained, seed)
     check_supported(model, model_name)
     model = model.to(device).eval()
     for p in model.parameters():
@@ -107,13 +111,25 @@ def load_backbone(
     return Backbone(model, preprocess, tokenizer, model_name, pretrained, weights_id)
 
 
-def _load_open_clip(model_name: str, pretrained: str) -> tuple[str, torch.nn.Module, Callable]:
+def random_weights_id(seed: int) -> str:
+    """The weights id (cache key part) of the random weights drawn from `seed`."""
+    return f"{RANDOM}:seed{seed}"
+
+
+def _load_open_clip(model_name: str, pretrained: str, seed: int) -> tuple[str, torch.nn.Module, Callable]:
     if pretrained == RANDOM:
-        if model_name == tiny.MODEL_NAME:
-            model = tiny.create_random_model()
-            return "random", model, open_clip.image_transform(model.visual.image_size, is_train=False)
-        model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=None)
-        return "random", model, preprocess
+        # Drawn from the seed alone, without touching the caller's random state.
+        with torch.random.fork_rng(
+            devices=[]
+        ):  # the model is built on the CPU: only the CPU generator is used
+            torch.default_generator.manual_seed(seed)
+            if model_name == tiny.MODEL_NAME:
+                model = tiny.create_random_model()
+                preprocess = open_clip.image_transform(model.visual.image_size, is_train=False)
+            else:
+                with quiet_open_clip():
+                    model, _, preprocess = open_clip.create_model_and_transforms(model_name, pretrained=None)
+        return random_weights_id(seed), model, preprocess
     tags = open_clip.list_pretrained_tags_by_model(model_name)
     if pretrained in tags:
         check_tag_activation(model_name, pretrained)

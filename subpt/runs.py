@@ -380,7 +380,7 @@ def evaluate_saved_run(run_dir: Path, epoch: int | None = None, device: str = "c
     cfg = load_config(run_dir)
     cfg.device = device
     ctx, ep = load_ctx(run_dir, epoch)
-    backbone = load_backbone(cfg.model, cfg.pretrained, device)
+    backbone = load_backbone(cfg.model, cfg.pretrained, device, seed=cfg.seed)
     splits = prepare_data(cfg, backbone, progress=progress)
     learner = learner_with_ctx(backbone, splits.base.classnames, cfg, ctx, str(run_dir))
     return {"run": str(run_dir), "epoch": ep, **evaluate_run(learner, splits, cfg.text_chunk)}

@@ -69,14 +69,21 @@ GELU_NAME, QUICK_NAME = "subpt-test-vit", "subpt-test-vit-quickgelu"
 
 
 @pytest.fixture(scope="module")
-def openai_files(tmp_path_factory):
+def tiny_vit(tmp_path_factory) -> tuple[str, str]:
+    """The tiny ViT registered with open_clip: (GELU name, QuickGELU name)."""
+    folder = tmp_path_factory.mktemp("configs")
+    (folder / f"{GELU_NAME}.json").write_text(json.dumps(TINY_VIT))
+    (folder / f"{QUICK_NAME}.json").write_text(json.dumps({**TINY_VIT, "quick_gelu": True}))
+    open_clip.add_model_config(folder)
+    return GELU_NAME, QUICK_NAME
+
+
+@pytest.fixture(scope="module")
+def openai_files(tmp_path_factory, tiny_vit):
     """A random QuickGELU model saved as OpenAI publishes CLIP (a TorchScript archive whose state dict holds the
     weights partly in fp16 and the keys input_resolution, context_length, vocab_size), and that state dict saved
     with torch.save."""
     folder = tmp_path_factory.mktemp("openai")
-    (folder / f"{GELU_NAME}.json").write_text(json.dumps(TINY_VIT))
-    (folder / f"{QUICK_NAME}.json").write_text(json.dumps({**TINY_VIT, "quick_gelu": True}))
-    open_clip.add_model_config(folder)
     torch.manual_seed(0)
     source = open_clip.create_model(QUICK_NAME)
 
@@ -151,3 +158,48 @@ def test_a_tag_trained_with_another_activation_is_refused(monkeypatch):
         SubptError, match="openai weights of ViT-B-16 were trained with QuickGELU.*--model ViT-B-16-quickgelu"
     ):
         load_backbone("ViT-B-16", "openai")
+
+
+# ---------------------------------------------------------------------------------------------- --pretrained random
+def test_random_weights_are_drawn_from_the_seed():
+    state = torch.get_rng_state()
+    a, b, c = (load_backbone("subpt-tiny", "random", seed=s) for s in (3, 3, 4))
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's random state is left alone
+    assert all(
+        torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values())
+    )
+    assert not torch.equal(a.model.visual.conv1.weight, c.model.visual.conv1.weight)
+    assert a.weights_id == b.weights_id != c.weights_id  # the feature cache tells the draws apart
+
+
+def test_eval_of_a_random_weights_run_reproduces_its_numbers(tmp_path, monkeypatch, tiny_vit):
+    from subpt._cli.subpt_app import app
+    from typer.testing import CliRunner
+
+    from subpt.config import TrainConfig
+    from subpt.runs import read_metrics
+    from subpt.train import train
+
+    run = tmp_path / "run"
+    cfg = TrainConfig(
+        dataset="world-color-shape-36",
+        model=GELU_NAME,  # a random tiny ViT: its accuracies vary with the draw (the random tiny ResNet's are chance)
+        pretrained="random",
+        shots=2,
+        epochs=2,
+        n_ctx=4,
+        seed=5,
+        dataset_options={"test_per_class": 6},
+    )
+    train(cfg, run, progress=False)
+    assert json.loads((run / "config.json").read_text())["seed"] == 5  # the seed the weights were drawn from
+    final = read_metrics(run)[-1]
+    monkeypatch.setenv("SUBPT_CACHE", str(tmp_path / "fresh-cache"))  # image features recomputed too
+    res = CliRunner().invoke(app, ["eval", str(run), "--json"])
+    assert res.exit_code == 0, res.output
+    again = json.loads(res.stdout)
+    assert (again["base_acc"], again["novel_acc"], again["hm"]) == (
+        final["base_acc"],
+        final["novel_acc"],
+        final["hm"],
+    )

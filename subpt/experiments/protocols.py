@@ -237,7 +237,7 @@ def transfer_eval(
     if cached is not None and cached.get("ctx_digest") == digest and cached.get("options") == opts:
         return cached
 
-    backbone = load_backbone(cfg.model, cfg.pretrained, device)
+    backbone = load_backbone(cfg.model, cfg.pretrained, device, seed=cfg.seed)
     task = build_task(
         target_dataset, root=root, shots=1, seed=cfg.seed, **target_build_options(target_dataset, opts)
     )

@@ -48,7 +48,7 @@ def run_zeroshot(cfg: Any, run_dir: Path) -> dict:
     from subpt.evaluate import zero_shot_metrics
     from subpt.splits import prepare_data
 
-    backbone = load_backbone(cfg.model, cfg.pretrained, cfg.device)
+    backbone = load_backbone(cfg.model, cfg.pretrained, cfg.device, seed=cfg.seed)
     splits = prepare_data(cfg, backbone, progress=False)
     templates = [splits.task.template]
     zs = zero_shot_metrics(backbone, splits, templates)
