@@ -158,3 +158,112 @@ def test_domaingen_sweep_and_table(data_root, tmp_path, monkeypatch):
     assert [c["mean"] for c in coop[1:3]] == pytest.approx(accs)
     assert coop[3]["mean"] == pytest.approx(sum(accs) / 2)
     assert report["missing"] == []
+
+
+def _transfer_sweep(protocol: str, data_root: Path, out: Path, targets: str) -> list[str]:
+    return [
+        "sweep", "--protocol", protocol, "--root", str(data_root), "--model", "subpt-tiny", "--pretrained", "random",
+        "--shots", "1", "--epochs", "3", "--seeds", "1", "--methods", "zeroshot,coop,subpt", "--n-ctx", "4",
+        "--device", "cpu", "--out", str(out), "--targets", targets,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def both_transfer_sweeps(data_root, tmp_path_factory):
+    """A cross-dataset sweep, then a domain-generalisation sweep into the same folder, with the training loop
+    counted: (out, trainings of each sweep, output of the second)."""
+    import subpt.train
+
+    app = typer.Typer()
+    app.command("sweep")(sweep)
+    app.command("table")(table)
+    out = tmp_path_factory.mktemp("both")
+    real, trainings = subpt.train.train, []
+
+    def counting(cfg, run_dir, **kw):
+        trainings.append(Path(run_dir))
+        return real(cfg, run_dir, **kw)
+
+    counted = []
+    mp = pytest.MonkeyPatch()
+    mp.setattr(subpt.train, "train", counting)
+    try:
+        outputs = []
+        for protocol, targets in (("crossdataset", "dtd"), ("domaingen", "imagenet_v2")):
+            trainings.clear()
+            res = CliRunner().invoke(app, _transfer_sweep(protocol, data_root, out, targets))
+            assert res.exit_code == 0, res.output
+            counted.append(list(trainings))
+            outputs.append(res.stdout)
+    finally:
+        mp.undo()
+    return out, counted, outputs
+
+
+def test_one_imagenet_training_serves_both_transfer_protocols(both_transfer_sweeps):
+    out, counted, outputs = both_transfer_sweeps
+    assert [len(c) for c in counted] == [2, 0]  # coop and subpt trained by the first sweep only
+    assert "3 reused from another protocol's folder" in outputs[1]
+    seed = Path("imagenet") / "shots1" / "seed1"
+    xd, dg = out / "crossdataset" / seed, out / "domaingen" / seed
+    for method in ("coop", "subpt"):
+        assert read_metrics(dg / method) == read_metrics(xd / method)
+        assert TrainConfig.load(dg / method / "config.json").basis in (None, str(dg / "basis_coop.pt"))
+        assert sorted(p.stem for p in (dg / method / "transfer").iterdir()) == ["imagenet_v2"]
+    assert (dg / "basis_coop.pt").read_bytes() == (xd / "basis_coop.pt").read_bytes()
+    assert (dg / "zeroshot" / "zeroshot.json").read_bytes() == (
+        xd / "zeroshot" / "zeroshot.json"
+    ).read_bytes()
+
+
+def test_reused_runs_are_finished_runs_of_their_own_folder(both_transfer_sweeps, data_root, monkeypatch):
+    """A third sweep over the domain-generalisation folder skips every job: the copies are that folder's runs."""
+    import subpt.train
+
+    out, _, _ = both_transfer_sweeps
+    monkeypatch.setattr(subpt.train, "train", lambda *a, **k: pytest.fail("trained again"))
+    app = typer.Typer()
+    app.command("sweep")(sweep)
+    app.command("table")(table)
+    res = CliRunner().invoke(app, _transfer_sweep("domaingen", data_root, out, "imagenet_v2"))
+    assert res.exit_code == 0, res.output
+    assert "0 done, 0 resumed, 3 skipped." in res.stdout
+
+
+def test_a_run_with_other_settings_is_not_reused(both_transfer_sweeps, data_root, tmp_path):
+    import shutil
+
+    out, _, _ = both_transfer_sweeps
+    copy = tmp_path / "out"
+    shutil.copytree(out / "crossdataset", copy / "crossdataset")
+    app = typer.Typer()
+    app.command("sweep")(sweep)
+    app.command("table")(table)
+    args = _transfer_sweep("domaingen", data_root, copy, "imagenet_v2")
+    args[args.index("--epochs") + 1] = "4"
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "2 done, 0 resumed, 0 skipped, 1 reused" in res.stdout  # zero-shot has no epochs: reused
+
+
+@pytest.mark.parametrize("method", ["zeroshot", "coop", "subpt"])
+def test_eval_of_each_transfer_run_folder_reproduces_the_sweep(both_transfer_sweeps, method):
+    from subpt._cli.subpt_app import app
+
+    out, _, _ = both_transfer_sweeps
+    for protocol, target in (("crossdataset", "dtd"), ("domaingen", "imagenet_v2")):
+        run = out / protocol / "imagenet" / "shots1" / "seed1" / method
+        res = CliRunner().invoke(app, ["eval", str(run), "--json"])
+        assert res.exit_code == 0, res.output
+        ev = json.loads(res.stdout)
+        recorded = (
+            json.loads((run / "zeroshot.json").read_text()) if method == "zeroshot" else read_metrics(run)[-1]
+        )
+        assert ev["base_acc"] == recorded["base_acc"]
+        assert ev["transfer"] == {
+            target: json.loads((run / "transfer" / f"{target}.json").read_text())["acc"]
+        }
+    printed = CliRunner().invoke(app, ["eval", str(out / "domaingen")])
+    assert printed.exit_code == 0, printed.output
+    lines = printed.stdout.strip().splitlines()
+    assert len(lines) == 3 and all("imagenet_v2" in ln and ": acc " in ln for ln in lines), lines

@@ -391,3 +391,52 @@ def test_a_subpt_run_trained_from_the_current_basis_is_kept_after_its_stage1_was
     lines: list[str] = []
     assert run_job(s, job, {stage1}, 1, lines.append) == "skipped", lines
     assert len(read_metrics(Path(job.run_dir))) == 4
+
+
+def _eval(path: Path) -> dict:
+    from subpt._cli.subpt_app import app as subpt_app
+
+    res = runner.invoke(subpt_app, ["eval", str(path), "--json"])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)
+
+
+def _same_numbers(ev: dict, run: Path) -> None:
+    recorded = run_numbers(run)
+    assert (ev["base_acc"], ev["novel_acc"], ev["hm"]) == (
+        recorded["base_acc"],
+        recorded["novel_acc"],
+        recorded["hm"],
+    )
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_eval_of_each_run_folder_of_a_sweep_reproduces_it(swept, method):
+    out, _, _ = swept
+    run = out / "base2novel" / DATASET / "shots2" / "seed1" / method
+    ev = _eval(run)
+    assert ev["method"] == {"zeroshot": "Zero-shot CLIP", "coop": "CoOp", "subpt": "SubPT"}[method]
+    _same_numbers(ev, run)
+
+
+def test_eval_of_the_nfl_run_folders_reproduces_them(tmp_path):
+    run_sweep(settings(tmp_path, seeds=[1], methods=["subpt_nfl"]), echo=lambda _: None)
+    seed = tmp_path / "base2novel" / DATASET / "shots2" / "seed1"
+    for method, label in (("nfl", "CoOp+NFL"), ("subpt_nfl", "SubPT+NFL")):
+        ev = _eval(seed / method)
+        assert ev["method"] == label
+        _same_numbers(ev, seed / method)
+
+
+def test_eval_of_a_sweep_folder_evaluates_every_run_below_it(swept):
+    out, _, _ = swept
+    folder = out / "base2novel" / DATASET / "shots2"
+    result = _eval(folder)["runs"]
+    expected = sorted(p.parent for p in folder.rglob("config.json"))
+    assert [Path(r["run"]) for r in result] == expected and len(expected) == 6
+    for ev in result:
+        _same_numbers(ev, Path(ev["run"]))
+    from subpt._cli.subpt_app import app as subpt_app
+
+    res = runner.invoke(subpt_app, ["eval", str(folder / "seed1" / "zeroshot"), "--epoch", "1"])
+    assert res.exit_code == 2 and "zero-shot folder" in res.stderr

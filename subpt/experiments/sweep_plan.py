@@ -294,6 +294,84 @@ def run_state(s: SweepSettings, job: Job) -> tuple[str, str]:
     return "restart", f"interrupted at epoch {done}/{cfg.epochs}"
 
 
+def sibling_runs(s: SweepSettings, job: Job) -> list[Path]:
+    """The same job's folders in the sweep's other protocol folders (OUT/<other>/<dataset>/shots<K>/seed<S>/<m>)
+    that hold a run: the transfer protocols (and few-shot ImageNet) train the very same source runs."""
+    from subpt import runs
+
+    return [p for p in _sibling_paths(s, job) if runs.holds_run(p)]
+
+
+def _sibling_paths(s: SweepSettings, job: Job) -> list[Path]:
+    from subpt.experiments.protocols import PROTOCOLS
+
+    rel = Path(job.run_dir).relative_to(s.protocol_dir)
+    return [Path(s.out) / name / rel for name in PROTOCOLS if name != s.protocol]
+
+
+def reusable_run(s: SweepSettings, job: Job) -> Path | None:
+    """A finished run of another protocol's folder with this job's settings (the basis file's content included),
+    which this job can copy instead of training it again; None when there is none."""
+    from subpt import runs
+
+    cfg = job_config(s, job)
+    for src in sibling_runs(s, job):
+        try:
+            saved, marker = runs.read_run_config(src)
+            if (marker == ZEROSHOT) != (job.method == ZEROSHOT) or _material(saved.to_dict()) != _material(
+                cfg.to_dict()
+            ):
+                continue
+            if job.method == ZEROSHOT:
+                if runs.has_zeroshot(src):
+                    return src
+                continue
+            if not runs.is_finished(runs.read_metrics(src), cfg.epochs):
+                continue
+        except SubptError:  # a damaged folder elsewhere is that sweep's business, not a reason to stop this one
+            continue
+        if cfg.basis and runs.saved_stamp(src).get("basis_sha256") != cfg.basis_sha256():
+            continue
+        return src
+    return None
+
+
+def basis_window(path: Path) -> tuple[str | None, int | None]:
+    """(window, rank) a basis file was built with; (None, None) when it cannot be read."""
+    from gradflow.subspace import Basis
+
+    try:
+        meta = Basis.load(path).metadata
+    except Exception:
+        return None, None
+    return meta.get("window"), meta.get("rank")
+
+
+def reusable_basis(s: SweepSettings, job: Job, plan: BasisPlan) -> Path | None:
+    """Another protocol folder's basis file for this SubPT job that this job can copy instead of building it: same
+    window and rank, built from a stage-1 run whose context after every epoch of the window equals this job's
+    stage-1 run's (it was copied from there, see reusable_run); None when there is none."""
+    import torch
+
+    from subpt import runs
+
+    ours = Path(job.run_dir).parent / STAGE1[job.method]
+    for sibling in _sibling_paths(s, job):
+        theirs = sibling.parent / STAGE1[job.method]
+        candidate = sibling.parent / basis_path(job).name
+        if not candidate.is_file() or basis_window(candidate) != (plan.window, plan.rank):
+            continue
+        try:
+            same = all(
+                torch.equal(runs.load_ctx(ours, e)[0], runs.load_ctx(theirs, e)[0]) for e in range(plan.lo, plan.hi + 1)
+            )
+        except SubptError:
+            continue
+        if same:
+            return candidate
+    return None
+
+
 def check_conflicts(s: SweepSettings, jobs: list[Job]) -> None:
     """Refuse to touch run folders that hold runs with other settings."""
     bad = [(j, detail) for j in jobs for state, detail in [run_state(s, j)] if state == "conflict"]
