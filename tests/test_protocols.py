@@ -160,6 +160,9 @@ def test_domaingen_sweep_and_table(data_root, tmp_path, monkeypatch):
     assert report["missing"] == []
 
 
+TARGETS = "dtd,imagenet_v2"  # one of each transfer protocol's defaults, for both
+
+
 def _transfer_sweep(protocol: str, data_root: Path, out: Path, targets: str) -> list[str]:
     return [
         "sweep", "--protocol", protocol, "--root", str(data_root), "--model", "subpt-tiny", "--pretrained", "random",
@@ -170,8 +173,8 @@ def _transfer_sweep(protocol: str, data_root: Path, out: Path, targets: str) -> 
 
 @pytest.fixture(scope="module")
 def both_transfer_sweeps(data_root, tmp_path_factory):
-    """A cross-dataset sweep, then a domain-generalisation sweep into the same folder, with the training loop
-    counted: (out, trainings of each sweep, output of the second)."""
+    """One sweep over the cross-dataset and the domain-generalisation protocols, with the training loop counted:
+    (out, the runs trained, its output)."""
     import subpt.train
 
     app = typer.Typer()
@@ -184,32 +187,28 @@ def both_transfer_sweeps(data_root, tmp_path_factory):
         trainings.append(Path(run_dir))
         return real(cfg, run_dir, **kw)
 
-    counted = []
     mp = pytest.MonkeyPatch()
     mp.setattr(subpt.train, "train", counting)
     try:
-        outputs = []
-        for protocol, targets in (("crossdataset", "dtd"), ("domaingen", "imagenet_v2")):
-            trainings.clear()
-            res = CliRunner().invoke(app, _transfer_sweep(protocol, data_root, out, targets))
-            assert res.exit_code == 0, res.output
-            counted.append(list(trainings))
-            outputs.append(res.stdout)
+        res = CliRunner().invoke(app, _transfer_sweep("crossdataset,domaingen", data_root, out, TARGETS))
     finally:
         mp.undo()
-    return out, counted, outputs
+    assert res.exit_code == 0, res.output
+    return out, trainings, res.stdout
 
 
 def test_one_imagenet_training_serves_both_transfer_protocols(both_transfer_sweeps):
-    out, counted, outputs = both_transfer_sweeps
-    assert [len(c) for c in counted] == [2, 0]  # coop and subpt trained by the first sweep only
-    assert "3 reused from another protocol's folder" in outputs[1]
+    out, trainings, output = both_transfer_sweeps
+    seed = Path("imagenet") / "shots1" / "seed1"
+    assert sorted(trainings) == [out / "crossdataset" / seed / m for m in ("coop", "subpt")]  # trained once
+    first, second = output.split("== domaingen")
+    assert "== crossdataset" in first and "3 reused from another protocol's folder" in second
     seed = Path("imagenet") / "shots1" / "seed1"
     xd, dg = out / "crossdataset" / seed, out / "domaingen" / seed
     for method in ("coop", "subpt"):
         assert read_metrics(dg / method) == read_metrics(xd / method)
         assert TrainConfig.load(dg / method / "config.json").basis in (None, str(dg / "basis_coop.pt"))
-        assert sorted(p.stem for p in (dg / method / "transfer").iterdir()) == ["imagenet_v2"]
+        assert sorted(p.stem for p in (dg / method / "transfer").iterdir()) == sorted(TARGETS.split(","))
     assert (dg / "basis_coop.pt").read_bytes() == (xd / "basis_coop.pt").read_bytes()
     assert (dg / "zeroshot" / "zeroshot.json").read_bytes() == (
         xd / "zeroshot" / "zeroshot.json"
@@ -225,7 +224,7 @@ def test_reused_runs_are_finished_runs_of_their_own_folder(both_transfer_sweeps,
     app = typer.Typer()
     app.command("sweep")(sweep)
     app.command("table")(table)
-    res = CliRunner().invoke(app, _transfer_sweep("domaingen", data_root, out, "imagenet_v2"))
+    res = CliRunner().invoke(app, _transfer_sweep("domaingen", data_root, out, TARGETS))
     assert res.exit_code == 0, res.output
     assert "0 done, 0 resumed, 3 skipped." in res.stdout
 
@@ -239,7 +238,7 @@ def test_a_run_with_other_settings_is_not_reused(both_transfer_sweeps, data_root
     app = typer.Typer()
     app.command("sweep")(sweep)
     app.command("table")(table)
-    args = _transfer_sweep("domaingen", data_root, copy, "imagenet_v2")
+    args = _transfer_sweep("domaingen", data_root, copy, TARGETS)
     args[args.index("--epochs") + 1] = "4"
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
@@ -251,7 +250,7 @@ def test_eval_of_each_transfer_run_folder_reproduces_the_sweep(both_transfer_swe
     from subpt._cli.subpt_app import app
 
     out, _, _ = both_transfer_sweeps
-    for protocol, target in (("crossdataset", "dtd"), ("domaingen", "imagenet_v2")):
+    for protocol in ("crossdataset", "domaingen"):
         run = out / protocol / "imagenet" / "shots1" / "seed1" / method
         res = CliRunner().invoke(app, ["eval", str(run), "--json"])
         assert res.exit_code == 0, res.output
@@ -261,7 +260,7 @@ def test_eval_of_each_transfer_run_folder_reproduces_the_sweep(both_transfer_swe
         )
         assert ev["base_acc"] == recorded["base_acc"]
         assert ev["transfer"] == {
-            target: json.loads((run / "transfer" / f"{target}.json").read_text())["acc"]
+            t: json.loads((run / "transfer" / f"{t}.json").read_text())["acc"] for t in TARGETS.split(",")
         }
     printed = CliRunner().invoke(app, ["eval", str(out / "domaingen")])
     assert printed.exit_code == 0, printed.output

@@ -215,13 +215,31 @@ def default_workers(device: str) -> int:
     return max(1, torch.cuda.device_count())
 
 
-def run_sweep(s: SweepSettings, gpus: int | None = None, dry_run: bool = False, echo: Echo = print) -> dict:
-    """Plan, check and run the sweep (in this process, or one worker process per GPU)."""
+def prepare_sweep(s: SweepSettings, echo: Echo, local: bool = True) -> list[Job]:
+    """Check the settings and the output folder and plan the jobs (printing which stage-1 methods were added);
+    `local` false: the jobs run elsewhere (a cluster), so this machine needs no GPU."""
     from subpt.runs import check_output_folder
 
-    validate(s)
+    validate(s, local=local)
     check_output_folder(Path(s.out))
-    methods, added = expand_methods(s.methods)
+    _, added = expand_methods(s.methods)
+    if added:
+        echo(f"note: added {', '.join(added)}: SubPT builds its basis from that run of the same seed")
+    return plan_jobs(s)
+
+
+def summary_line(s: SweepSettings, jobs: list[Job], counts: dict[str, int], seconds: float) -> str:
+    """The sweep's last line: jobs and outcomes."""
+    reused = f", {counts['reused']} reused from another protocol's folder" if counts.get("reused") else ""
+    return (
+        f"{len(jobs)} jobs in {seconds:.0f} s: {counts['done']} done, {counts['resumed']} resumed, "
+        f"{counts['skipped']} skipped{reused}. Table: subpt table {s.protocol_dir}"
+    )
+
+
+def run_sweep(s: SweepSettings, gpus: int | None = None, dry_run: bool = False, echo: Echo = print) -> dict:
+    """Plan, check and run the sweep (in this process, or one worker process per GPU)."""
+    validate(s)
     jobs = plan_jobs(s)
     workers = default_workers(s.device) if gpus is None else gpus
     if workers < 1:
@@ -232,8 +250,7 @@ def run_sweep(s: SweepSettings, gpus: int | None = None, dry_run: bool = False, 
         if workers > torch.cuda.device_count():
             raise SubptError(f"--gpus {workers}: only {torch.cuda.device_count()} CUDA GPU(s) are visible")
     workers = min(workers, len(group_jobs(jobs)))
-    if added:
-        echo(f"note: added {', '.join(added)}: SubPT builds its basis from that run of the same seed")
+    jobs = prepare_sweep(s, echo)
     if dry_run:
         for line in describe_plan(s, jobs, workers):
             echo(line)
@@ -245,11 +262,7 @@ def run_sweep(s: SweepSettings, gpus: int | None = None, dry_run: bool = False, 
         counts = run_jobs(s, jobs, len(jobs), echo)
     else:
         counts = _run_workers(s, workers)
-    reused = f", {counts['reused']} reused from another protocol's folder" if counts["reused"] else ""
-    echo(
-        f"{len(jobs)} jobs in {time.time() - t0:.0f} s: {counts['done']} done, {counts['resumed']} resumed, "
-        f"{counts['skipped']} skipped{reused}. Table: subpt table {s.protocol_dir}"
-    )
+    echo(summary_line(s, jobs, counts, time.time() - t0))
     return {"jobs": len(jobs), "workers": workers, **counts}
 
 

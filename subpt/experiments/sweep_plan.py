@@ -150,8 +150,9 @@ def expand_methods(methods: list[str]) -> tuple[list[str], list[str]]:
     return [m for m in METHODS if m in chosen], added
 
 
-def validate(s: SweepSettings) -> None:
-    """Check the settings before anything runs or is written."""
+def validate(s: SweepSettings, local: bool = True) -> None:
+    """Check the settings before anything runs or is written (`local` false: the runs go to a cluster, so a CUDA
+    sweep needs no GPU here)."""
     from subpt.data.catalogue import dataset_names, needs_root
 
     spec = s.spec
@@ -179,7 +180,7 @@ def validate(s: SweepSettings) -> None:
         raise SubptError(f"--epochs must be at least 1, got {s.epochs}")
     if s.embedded_options and all(needs_root(d) for d in [*s.datasets, *s.targets]):
         raise SubptError("the embedded-world options (--cue, --noise, --n-classes, ...) apply to the embedded world only")
-    if s.device.startswith("cuda"):
+    if s.device.startswith("cuda") and local:
         import torch
 
         if not torch.cuda.is_available():
