@@ -11,7 +11,9 @@ job ever planned there, so `subpt table` can show the ones that are missing.
 
 A run is finished when subpt.runs says so (every epoch done, the last evaluated) with the same settings
 and basis content; finished runs are skipped, an interrupted one resumes from ckpt/last.pt (or restarts
-when there is none). `subpt.experiments.sweep` runs the plan.
+when there is none), and a run that another protocol's folder under the same OUT holds, finished with the same
+settings (the transfer protocols' ImageNet runs), is copied instead of trained again (`reusable_run`).
+`subpt.experiments.sweep` runs the plan, here or (`subpt.experiments.launcher`) as cluster jobs.
 """
 
 from __future__ import annotations
