@@ -509,3 +509,29 @@ def test_cluster_launcher_options(swept, tmp_path, monkeypatch):
         err = [ln for ln in res.stderr.splitlines() if ln.strip()]
         assert len(err) == 1 and needle in err[0], res.stderr
         assert not (tmp_path / "bad").exists()
+
+
+def test_cluster_jobs_ask_slurm_for_the_options(tmp_path, monkeypatch):
+    """On Slurm (sbatch mocked by submitit's own test helper): one array task per run, arrays of at most
+    --array-size, and the partition, GPUs, time limit, CPUs, memory and %N of the options."""
+    from submitit.slurm.test_slurm import mocked_slurm
+
+    from subpt.experiments.launcher import ClusterOptions, log_folder, make_executor, submit_jobs
+
+    monkeypatch.delenv("SUBPT_SUBMITIT_CLUSTER", raising=False)
+    s = settings(tmp_path, seeds=[1])
+    jobs = plan_jobs(s)
+    opts = ClusterOptions(partition="gpu", gpus_per_job=2, time_min=30, array_size=2, max_running=2, cpus_per_job=8,
+                          mem_gb=32)  # fmt: skip
+    with mocked_slurm():
+        executor = make_executor(log_folder(s), opts, name="subpt-base2novel")
+        submitted = submit_jobs(s, jobs, opts, executor)
+    assert [j.index for j, _ in submitted] == [0, 1, 2]
+    scripts = sorted({p.read_text() for p in log_folder(s).rglob("*.sh")})  # each array's script, once
+    assert len(scripts) == 2  # 3 runs in arrays of at most 2
+    arrays = sorted(line for text in scripts for line in text.splitlines() if line.startswith("#SBATCH --array"))
+    assert arrays == ["#SBATCH --array=0-1%2"]  # the last run alone: a plain job, not an array of one
+    for text in scripts:
+        for line in ("--partition=gpu", "--gpus-per-node=2", "--time=30", "--cpus-per-task=8", "--mem=32GB",
+                     "--job-name=subpt-base2novel"):  # fmt: skip
+            assert f"#SBATCH {line}" in text, text

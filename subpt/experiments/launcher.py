@@ -169,6 +169,25 @@ def make_executor(folder: Path, opts: ClusterOptions, name: str) -> Any:
     return executor
 
 
+def log_folder(s: SweepSettings) -> Path:
+    """Where submitit keeps the sweep's job files and logs: OUT/<protocol>/.submitit/<job id>/."""
+    return s.protocol_dir / ".submitit"
+
+
+def submit_jobs(
+    s: SweepSettings, pending: list[Job], opts: ClusterOptions, executor: Any
+) -> list[tuple[Job, Any]]:
+    """Submit one cluster job per pending run, as arrays of at most --array-size; (job, submitit handle) pairs."""
+    settings = asdict(s)
+    submitted: list[tuple[Job, Any]] = []
+    for start in range(0, len(pending), opts.array_size):
+        chunk = pending[start : start + opts.array_size]
+        with executor.batch():
+            handles = [executor.submit(ClusterJob(), settings, j.index) for j in chunk]
+        submitted += list(zip(chunk, handles))
+    return submitted
+
+
 def submit_and_wait(
     s: SweepSettings, jobs: list[Job], opts: ClusterOptions, echo: Echo, poll_s: float = 10.0
 ) -> dict[str, int]:
@@ -182,15 +201,9 @@ def submit_and_wait(
     best = {j.run_dir: "skipped" for j in jobs if j.run_dir not in pending_runs}
     if not pending:
         return _count(best)
-    folder = s.protocol_dir / ".submitit"
+    folder = log_folder(s)
     executor = make_executor(folder, opts, name=f"subpt-{s.protocol}")
-    settings = asdict(s)
-    submitted: list[tuple[Job, Any]] = []
-    for start in range(0, len(pending), opts.array_size):
-        chunk = pending[start : start + opts.array_size]
-        with executor.batch():
-            handles = [executor.submit(ClusterJob(), settings, j.index) for j in chunk]
-        submitted += list(zip(chunk, handles))
+    submitted = submit_jobs(s, pending, opts, executor)
     echo(f"submitted {len(submitted)} job(s) ({executor.cluster}), logs in {folder}; waiting for them")
     failed: list[tuple[Job, str]] = []
     by_id = {id(h): j for j, h in submitted}
