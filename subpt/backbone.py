@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -249,7 +250,9 @@ def _load_openai_checkpoint(model_name: str, path: Path, archive: bool) -> tuple
     `load_openai_model` reads them: TorchScript archive or state dict, metadata keys dropped, fp16 cast to fp32)."""
     try:
         if archive:
-            state = torch.jit.load(str(path), map_location="cpu").state_dict()
+            with warnings.catch_warnings():  # torch deprecates TorchScript; OpenAI's weights only exist in it
+                warnings.simplefilter("ignore", FutureWarning)
+                state = torch.jit.load(str(path), map_location="cpu").state_dict()
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
         state = {k: v for k, v in state.items() if k not in OPENAI_META_KEYS}
