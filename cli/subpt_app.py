@@ -32,7 +32,7 @@ DATASET = typer.Option(T("dataset"), "--dataset", "-d", help="Dataset name (see 
 ROOT = typer.Option(None, "--root", help="Data root of real datasets (docs/datasets.md).")
 MODEL = typer.Option(T("model"), "--model", "-m", help="open_clip model name, or subpt-tiny (embedded).")
 PRETRAINED = typer.Option(
-    T("pretrained"), "--pretrained", "-p", help="open_clip pretrained tag, a checkpoint file, 'random', or 'embedded'."
+    T("pretrained"), "--pretrained", "-p", help="open_clip pretrained tag, a checkpoint file, 'random' (drawn from --seed), or 'embedded'."
 )
 AUG_VIEWS_HELP = (
     f"Augmented training views per image (CoOp's random resized crop and flip), encoded once and cached, one per "
@@ -207,24 +207,33 @@ def zeroshot(
 @app.command("eval")
 @run_guarded
 def eval_run(
-    run: Path = typer.Argument(..., help="A run folder written by `subpt train`."),
+    run: Path = typer.Argument(
+        ..., help="A run folder of `subpt train`, or any folder `subpt sweep` wrote (every run below it)."
+    ),
     epoch: int = typer.Option(None, help="Evaluate the context after this epoch (default: the last)."),
     device: str = typer.Option(T("device")),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Re-evaluate a saved run on its base and novel test sets."""
-    from subpt.runs import evaluate_saved_run
+    """Re-evaluate saved runs on their test sets (and a transfer run on its targets)."""
+    from subpt.config import check_device
+    from subpt.experiments.reevaluate import evaluate_folder, run_folders
 
-    result = evaluate_saved_run(run, epoch, device, progress=not as_json)
+    check_device(device)
+    single = run_folders(run) == [run]
+    results = evaluate_folder(run, epoch, device, progress=not as_json, echo=None if as_json else _print_eval)
     if as_json:
-        print_json(result)
-    else:
-        from rich.console import Console
+        print_json(results[0] if single else {"runs": results})
 
-        Console().print(
-            f"{run} epoch {result['epoch']}: base {result['base_acc']:.2f}  novel {result['novel_acc']:.2f}  "
-            f"HM {result['hm']:.2f}"
-        )
+
+def _print_eval(result: dict) -> None:
+    novel = result["novel_acc"]
+    if novel is None or novel != novel:  # no novel classes: trained on all classes
+        numbers = f"acc {result['base_acc']:.2f}"
+    else:
+        numbers = f"base {result['base_acc']:.2f}  novel {novel:.2f}  HM {result['hm']:.2f}"
+    when = "" if result["epoch"] is None else f" epoch {result['epoch']}"
+    transfer = "".join(f"  {t} {acc:.2f}" for t, acc in result.get("transfer", {}).items())
+    typer.echo(f"{result['run']} ({result['method']}{when}): {numbers}{' |' + transfer if transfer else ''}")
 
 
 @app.command("build-embedded")

@@ -191,7 +191,7 @@ def start_run(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, pr
     if resume:
         runs.check_resume(run_dir, cfg)
 
-    backbone = load_backbone(cfg.model, cfg.pretrained, device)
+    backbone = load_backbone(cfg.model, cfg.pretrained, device, seed=cfg.seed)
     splits = prepare_data(cfg, backbone, progress=progress and dctx.is_main)
     if splits.train[0].shape[0] == 0:
         raise SubptError(f"dataset {cfg.dataset!r} has no training images (a test-only set?): train on another "

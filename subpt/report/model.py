@@ -33,17 +33,17 @@ SPLIT_LABELS = {
 
 
 class Backbones:
-    """Backbones loaded once per (model, pretrained, device) for all runs of a report."""
+    """Backbones loaded once per (model, weights) for all runs of a report (random weights: per seed)."""
 
     def __init__(self, device: str = "cpu"):
         self.device = device
-        self._cache: dict[tuple[str, str], Backbone] = {}
+        self._cache: dict[tuple[str, str, int | None], Backbone] = {}
 
     def get(self, cfg: TrainConfig) -> Backbone:
         """The frozen CLIP the run was trained with."""
-        key = (cfg.model, cfg.pretrained)
+        key = (cfg.model, cfg.pretrained, cfg.seed if cfg.pretrained == "random" else None)
         if key not in self._cache:
-            self._cache[key] = load_backbone(cfg.model, cfg.pretrained, self.device)
+            self._cache[key] = load_backbone(cfg.model, cfg.pretrained, self.device, seed=cfg.seed)
         return self._cache[key]
 
 
