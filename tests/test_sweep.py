@@ -476,9 +476,12 @@ def test_cluster_launcher_runs_one_job_per_run_and_resumes_a_killed_one(swept, t
         if method == "zeroshot":
             assert run_numbers(seed / method) == run_numbers(reference / method)
         else:
-            numbers = [[(m["loss"], m["base_acc"], m["novel_acc"]) for m in read_metrics(r / method)]
-                       for r in (seed, reference)]  # fmt: skip
-            assert numbers[0] == numbers[1]
+            # the jobs run with one thread, the local sweep with torch's default: the summation order of the
+            # loss may differ in its last bits, the accuracies not at all
+            cluster, local = ([(m["loss"], m["base_acc"], m["novel_acc"]) for m in read_metrics(r / method)]
+                              for r in (seed, reference))  # fmt: skip
+            assert [m[1:] for m in cluster] == [m[1:] for m in local]
+            assert [m[0] for m in cluster] == pytest.approx([m[0] for m in local], rel=1e-6)
     logs = [p for p in (tmp_path / "base2novel" / ".submitit").iterdir() if p.name.isdigit()]
     assert len(logs) == 4  # one log folder per submitted job: the killed one, then three
     lines.clear()
