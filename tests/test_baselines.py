@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,7 +25,9 @@ from subpt.runs import read_metrics
 from subpt.splits import prepare_data
 from subpt.train import backward_step, epoch_order, train
 
-SMALL = dict(dataset="world-color-shape-36", shots=2, epochs=2, n_ctx=4, dataset_options={"test_per_class": 4})
+SMALL = dict(
+    dataset="world-color-shape-36", shots=2, epochs=2, n_ctx=4, dataset_options={"test_per_class": 4}
+)
 METHODS = ["kgcoop", "prograd"]
 
 
@@ -58,7 +61,10 @@ def test_display_names_and_refused_combinations(tmp_path):
     assert small_config(prompt_method="prograd").method_weight == 1.0
     assert small_config(prompt_method="kgcoop", method_lambda=2.5).method_weight == 2.5
     assert small_config(prompt_method="kgcoop").hash() != small_config().hash()
-    assert small_config(prompt_method="kgcoop", method_lambda=8.0).hash() != small_config(prompt_method="kgcoop").hash()
+    assert (
+        small_config(prompt_method="kgcoop", method_lambda=8.0).hash()
+        != small_config(prompt_method="kgcoop").hash()
+    )
     refused = [
         (dict(prompt_method="cocoop"), "--method must be one of"),
         (dict(method_lambda=1.0), "CoOp has none"),
@@ -85,7 +91,9 @@ def test_kgcoop_at_lambda_zero_trains_exactly_like_coop(tmp_path):
     kg0 = train(small_config(prompt_method="kgcoop", method_lambda=0.0), tmp_path / "kg0", progress=False)
     assert torch.equal(last_ctx(tmp_path / "coop"), last_ctx(tmp_path / "kg0"))
     assert [m["loss"] for m in coop] == [m["loss"] for m in kg0]
-    train(small_config(prompt_method="kgcoop"), tmp_path / "kg8", progress=False)  # lambda 8 does change the training
+    train(
+        small_config(prompt_method="kgcoop"), tmp_path / "kg8", progress=False
+    )  # lambda 8 does change the training
     assert not torch.allclose(last_ctx(tmp_path / "coop"), last_ctx(tmp_path / "kg8"), atol=1e-5)
 
 
@@ -175,7 +183,9 @@ def test_prograd_applied_gradient_never_opposes_the_zero_shot_direction(tmp_path
     scale = tiny_backbone.model.logit_scale.exp()
     zs = scale * feats[idx] @ clip_text(tiny_backbone, names, template).t()
     prompted = scale * feats[idx] @ ref.text_features().t()
-    F.kl_div(F.log_softmax(prompted, -1), F.log_softmax(zs, -1), reduction="batchmean", log_target=True).backward()
+    F.kl_div(
+        F.log_softmax(prompted, -1), F.log_softmax(zs, -1), reduction="batchmean", log_target=True
+    ).backward()
     torch.testing.assert_close(seen[0][1], ref.ctx.grad, atol=1e-6, rtol=1e-4)
 
 
@@ -188,10 +198,19 @@ def test_subpt_projection_confines_every_method(tmp_path, method):
     cfg0 = small_config(shots=8, epochs=3, lr=0.5, prompt_method=method)
     gen = torch.Generator().manual_seed(0)
     q, _ = torch.linalg.qr(torch.randn(WIDTH * N_CTX, 5, generator=gen, dtype=torch.float64))
-    meta = {"model": "subpt-tiny", "n_ctx": N_CTX, "width": WIDTH, "csc": False, "n_cls": 0, "seed": 1,
-            "dataset": cfg0.dataset,
-            "dataset_options": json.dumps(cfg0.dataset_options, sort_keys=True, separators=(",", ":"))}
-    Basis(U=q.t().float().contiguous(), singular_values=torch.ones(5), mean=None, metadata=meta).save(tmp_path / "b.pt")
+    meta = {
+        "model": "subpt-tiny",
+        "n_ctx": N_CTX,
+        "width": WIDTH,
+        "csc": False,
+        "n_cls": 0,
+        "seed": 1,
+        "dataset": cfg0.dataset,
+        "dataset_options": json.dumps(cfg0.dataset_options, sort_keys=True, separators=(",", ":")),
+    }
+    Basis(U=q.t().float().contiguous(), singular_values=torch.ones(5), mean=None, metadata=meta).save(
+        tmp_path / "b.pt"
+    )
     cfg = small_config(shots=8, epochs=3, lr=0.5, prompt_method=method, basis=str(tmp_path / "b.pt"))
     train(cfg, tmp_path / "run", progress=False)
     rows = TrajectoryStore.open(tmp_path / "run" / "trajectory").rows("snapshots")
@@ -205,13 +224,30 @@ def test_subpt_projection_confines_every_method(tmp_path, method):
 @pytest.mark.parametrize("method", METHODS)
 def test_resume_after_sigkill_is_bit_identical(tmp_path, method):
     """A `subpt train --method M --record` process killed with SIGKILL mid-run resumes to the uninterrupted end."""
-    args = ["--dataset", "world-color-shape-36", "--shots", "4", "--n-ctx", "4", "--epochs", "10", "--record",
-            "--method", method]
+    args = [
+        "--dataset",
+        "world-color-shape-36",
+        "--shots",
+        "4",
+        "--n-ctx",
+        "4",
+        "--epochs",
+        "10",
+        "--record",
+        "--method",
+        method,
+    ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "subpt._cli.subpt_app", "train", *args]
-    subprocess.run([*cmd, "--out", str(tmp_path / "full"), "--json"], check=True, env=env, capture_output=True)
-    proc = subprocess.Popen([*cmd, "--out", str(tmp_path / "killed"), "--json"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [*cmd, "--out", str(tmp_path / "full"), "--json"], check=True, env=env, capture_output=True
+    )
+    proc = subprocess.Popen(
+        [*cmd, "--out", str(tmp_path / "killed"), "--json"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     target = tmp_path / "killed" / "ckpt" / "ctx_003.pt"
     deadline = time.time() + 120
     while not target.exists() and proc.poll() is None and time.time() < deadline:
@@ -220,8 +256,12 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path, method):
     proc.wait()
     done = len(read_metrics(tmp_path / "killed"))
     assert 2 <= done < 10, f"the kill came too late to test anything ({done} epochs done)"
-    subprocess.run([*cmd, "--out", str(tmp_path / "killed"), "--resume", "--json"], check=True, env=env,
-                   capture_output=True)
+    subprocess.run(
+        [*cmd, "--out", str(tmp_path / "killed"), "--resume", "--json"],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
     assert json.loads((tmp_path / "killed" / "config.json").read_text())["prompt_method"] == method
     strip = lambda ms: [{k: v for k, v in m.items() if k != "seconds"} for m in ms]  # noqa: E731
     assert strip(read_metrics(tmp_path / "full")) == strip(read_metrics(tmp_path / "killed"))
@@ -233,3 +273,79 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path, method):
     for stream in ("grads", "snapshots"):
         assert (sa.rows(stream) == sb.rows(stream)).all()
         assert (sa.scalars(stream)["step"] == sb.scalars(stream)["step"]).all()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_chunked_classes_give_the_same_training(tmp_path, method):
+    """The two-pass chunked backward carries each method's term (KgCoOp) and pass (ProGrad's KL) unchanged."""
+    a = train(small_config(prompt_method=method), tmp_path / "all", progress=False)
+    b = train(small_config(prompt_method=method, text_chunk=5), tmp_path / "chunked", progress=False)
+    torch.testing.assert_close(
+        last_ctx(tmp_path / "chunked"), last_ctx(tmp_path / "all"), atol=1e-6, rtol=1e-5
+    )
+    assert abs(a[-1]["loss"] - b[-1]["loss"]) < 1e-5
+
+
+# ------------------------------------------------------------------------------------------------ DDP
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_two_gloo_processes_match_one(tmp_path, method):
+    """ProGrad's rule needs both gradients all-reduced first: rank 0 of two processes ends where one process ends."""
+    args = [
+        "train",
+        "--dataset",
+        "world-color-shape-36",
+        "--shots",
+        "4",
+        "--epochs",
+        "2",
+        "--n-ctx",
+        "4",
+        "--lr",
+        "0.5",
+        "--record",
+        "--json",
+        "--method",
+        method,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(
+        [sys.executable, "-m", "subpt._cli.subpt_app", *args, "--out", str(tmp_path / "one")],
+        check=True,
+        env=env,
+        capture_output=True,
+    )
+    launch = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "subpt._cli.subpt_app",
+    ]
+    done = subprocess.run(
+        [*launch, *args, "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    a = torch.load(tmp_path / "one" / "ckpt" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "two" / "ckpt" / "last.pt", weights_only=True)
+    assert a["step"] == b["step"]
+    torch.testing.assert_close(b["ctx"], a["ctx"], atol=1e-6, rtol=1e-5)
+    one, two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
+    assert len(one) == len(two) == 2
+    for x, y in zip(one, two):
+        assert abs(x["loss"] - y["loss"]) < 1e-5 and abs(x["base_acc"] - y["base_acc"]) < 0.5
+    ga = TrajectoryStore.open(tmp_path / "one" / "trajectory").rows("grads")
+    gb = TrajectoryStore.open(tmp_path / "two" / "trajectory").rows("grads")
+    assert ga.shape == gb.shape
+    torch.testing.assert_close(torch.from_numpy(gb), torch.from_numpy(ga), atol=1e-6, rtol=1e-4)
