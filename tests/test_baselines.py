@@ -340,7 +340,8 @@ def test_two_gloo_processes_match_one(tmp_path, method):
     a = torch.load(tmp_path / "one" / "ckpt" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "two" / "ckpt" / "last.pt", weights_only=True)
     assert a["step"] == b["step"]
-    torch.testing.assert_close(b["ctx"], a["ctx"], atol=1e-6, rtol=1e-5)
+    # lr 0.5 (so that ProGrad's branches both occur) magnifies the fp32 summation-order differences of the all-reduce
+    torch.testing.assert_close(b["ctx"], a["ctx"], atol=2e-5, rtol=1e-4)
     one, two = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")
     assert len(one) == len(two) == 2
     for x, y in zip(one, two):
