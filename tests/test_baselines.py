@@ -350,3 +350,48 @@ def test_two_gloo_processes_match_one(tmp_path, method):
     gb = TrajectoryStore.open(tmp_path / "two" / "trajectory").rows("grads")
     assert ga.shape == gb.shape
     torch.testing.assert_close(torch.from_numpy(gb), torch.from_numpy(ga), atol=1e-6, rtol=1e-4)
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+FAST = ["--dataset", "world-color-shape-36", "--shots", "2", "--epochs", "1", "--n-ctx", "4"]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--method", "cocoop"], "--method must be one of coop, kgcoop, prograd"),
+        (["--method", "prograd", "--nfl"], "--method prograd cannot be combined with --nfl"),
+        (
+            ["--method", "kgcoop", "--method-lambda", "-1"],
+            "--method-lambda must be a finite non-negative number",
+        ),
+        (["--method-lambda", "2"], "CoOp has none"),
+    ],
+)
+def test_bad_method_input_is_one_line_exit_2(tmp_path, args, needle):
+    from subpt._cli.subpt_app import app
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "new"), *FAST, *args])
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], result.stderr
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_train_records_the_method_and_eval_agrees(tmp_path, method):
+    from subpt._cli.subpt_app import app
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    out = tmp_path / "run"
+    trained = runner.invoke(app, ["train", "--out", str(out), *FAST, "--method", method, "--json"])
+    assert trained.exit_code == 0, trained.output
+    final = json.loads(trained.stdout)["final"]
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["prompt_method"] == method and saved["method_lambda"] is None
+    evaluated = runner.invoke(app, ["eval", str(out), "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    result = json.loads(evaluated.stdout)
+    assert result["base_acc"] == final["base_acc"] and result["novel_acc"] == final["novel_acc"]
