@@ -4,6 +4,7 @@ resume after SIGKILL and the refused combinations (docs/baselines.md)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import socket
@@ -395,3 +396,11 @@ def test_train_records_the_method_and_eval_agrees(tmp_path, method):
     assert evaluated.exit_code == 0, evaluated.output
     result = json.loads(evaluated.stdout)
     assert result["base_acc"] == final["base_acc"] and result["novel_acc"] == final["novel_acc"]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_class_specific_context_trains_with_each_method(tmp_path, method):
+    """--csc: KgCoOp's term and ProGrad's rule are per class / on the flattened (n_cls, n_ctx, width) gradient."""
+    metrics = train(small_config(prompt_method=method, csc=True, epochs=1), tmp_path / "csc", progress=False)
+    assert last_ctx(tmp_path / "csc").shape == (18, 4, 128)
+    assert math.isfinite(metrics[-1]["loss"]) and math.isnan(metrics[-1]["novel_acc"])
