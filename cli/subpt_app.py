@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from subpt.config import TrainConfig
+from subpt.config import AUG_VIEWS_DEFAULT, AUG_VIEWS_EMBEDDED, TrainConfig
 from subpt.errors import SubptError
 
 from .common import check_output_file, defaults_of, print_json, register_user_error, run_app, run_guarded
@@ -32,8 +32,13 @@ DATASET = typer.Option(T("dataset"), "--dataset", "-d", help="Dataset name (see 
 ROOT = typer.Option(None, "--root", help="Data root of real datasets (docs/datasets.md).")
 MODEL = typer.Option(T("model"), "--model", "-m", help="open_clip model name, or subpt-tiny (embedded).")
 PRETRAINED = typer.Option(
-    T("pretrained"), "--pretrained", "-p", help="open_clip pretrained tag, a checkpoint file, 'random', or 'embedded'."
+    T("pretrained"), "--pretrained", "-p", help="open_clip pretrained tag, a checkpoint file, 'random' (drawn from --seed), or 'embedded'."
 )
+AUG_VIEWS_HELP = (
+    f"Augmented training views per image (CoOp's random resized crop and flip), encoded once and cached, one per "
+    f"epoch; 0: the test view only. Default: {AUG_VIEWS_DEFAULT} ({AUG_VIEWS_EMBEDDED} for the embedded subpt-tiny)."
+)
+AUG_VIEWS = typer.Option(T("aug_views"), "--aug-views", help=AUG_VIEWS_HELP)
 
 
 @app.command()
@@ -70,6 +75,7 @@ def train(
     device: str = typer.Option(T("device"), help="cpu or cuda."),
     precision: str = typer.Option(T("precision"), help="fp32, bf16 or fp16 (autocast)."),
     text_chunk: int = typer.Option(T("text_chunk"), "--text-chunk", help="Encode this many classes at a time (bounds memory)."),
+    aug_views: int = AUG_VIEWS,
     task_options: dict | None = None,
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out."),
@@ -87,7 +93,7 @@ def train(
         weight_decay=weight_decay, warmup_epochs=warmup_epochs, prompt_method=method, method_lambda=method_lambda,
         basis=basis, nfl=nfl, nfl_names=nfl_names,
         nfl_lambda=nfl_lambda, record_grads=record, record_every=record_every, record_dtype=record_dtype, device=device,
-        precision=precision, text_chunk=text_chunk,
+        precision=precision, text_chunk=text_chunk, aug_views=aug_views,
     )
     metrics = run_train(cfg, out, resume=resume, overwrite=overwrite, progress=not as_json)
     if as_json:
@@ -120,6 +126,7 @@ def pipeline(
     source: str = typer.Option("snapshots", help="Basis from ctx 'snapshots' (reference) or per-step 'grads'."),
     device: str = typer.Option(T("device")),
     precision: str = typer.Option(T("precision")),
+    aug_views: int = AUG_VIEWS,
     task_options: dict | None = None,
     resume: bool = typer.Option(False, "--resume", help="Keep finished stages, continue an interrupted one."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the runs already in --out."),
@@ -132,7 +139,7 @@ def pipeline(
     cfg = TrainConfig(
         dataset=dataset, root=root, dataset_options=task_options, model=model,
         pretrained=pretrained, shots=shots, seed=seed, subsample=subsample, n_ctx=n_ctx, ctx_init=ctx_init,
-        epochs=epochs, nfl=nfl, nfl_names=nfl_names, device=device, precision=precision,
+        epochs=epochs, nfl=nfl, nfl_names=nfl_names, device=device, precision=precision, aug_views=aug_views,
     )
     paths = run_pipeline(cfg, out, t_early=t_early, rank=rank, source=source, resume=resume, overwrite=overwrite)
     print_run_summary(paths["stage1"])
@@ -204,24 +211,33 @@ def zeroshot(
 @app.command("eval")
 @run_guarded
 def eval_run(
-    run: Path = typer.Argument(..., help="A run folder written by `subpt train`."),
+    run: Path = typer.Argument(
+        ..., help="A run folder of `subpt train`, or any folder `subpt sweep` wrote (every run below it)."
+    ),
     epoch: int = typer.Option(None, help="Evaluate the context after this epoch (default: the last)."),
     device: str = typer.Option(T("device")),
     as_json: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Re-evaluate a saved run on its base and novel test sets."""
-    from subpt.runs import evaluate_saved_run
+    """Re-evaluate saved runs on their test sets (and a transfer run on its targets)."""
+    from subpt.config import check_device
+    from subpt.experiments.reevaluate import evaluate_folder, run_folders
 
-    result = evaluate_saved_run(run, epoch, device, progress=not as_json)
+    check_device(device)
+    single = run_folders(run) == [run]
+    results = evaluate_folder(run, epoch, device, progress=not as_json, echo=None if as_json else _print_eval)
     if as_json:
-        print_json(result)
-    else:
-        from rich.console import Console
+        print_json(results[0] if single else {"runs": results})
 
-        Console().print(
-            f"{run} epoch {result['epoch']}: base {result['base_acc']:.2f}  novel {result['novel_acc']:.2f}  "
-            f"HM {result['hm']:.2f}"
-        )
+
+def _print_eval(result: dict) -> None:
+    novel = result["novel_acc"]
+    if novel is None or novel != novel:  # no novel classes: trained on all classes
+        numbers = f"acc {result['base_acc']:.2f}"
+    else:
+        numbers = f"base {result['base_acc']:.2f}  novel {novel:.2f}  HM {result['hm']:.2f}"
+    when = "" if result["epoch"] is None else f" epoch {result['epoch']}"
+    transfer = "".join(f"  {t} {acc:.2f}" for t, acc in result.get("transfer", {}).items())
+    typer.echo(f"{result['run']} ({result['method']}{when}): {numbers}{' |' + transfer if transfer else ''}")
 
 
 @app.command("build-embedded")
@@ -264,11 +280,12 @@ def demo(
     task_options: dict | None = None,
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html for the seed-1 runs."),
     resume: bool = typer.Option(False, "--resume", help="Keep finished runs in --out and continue an interrupted one."),
+    aug_views: int = AUG_VIEWS,
 ) -> None:
     """The main job on the embedded default: zero-shot, CoOp, NFL, SubPT on a typical world task, over seeds."""
     from subpt.experiments.demo import run_demo
 
-    run_demo(out, seeds=seeds, epochs=epochs, options=task_options, report=report, resume=resume)
+    run_demo(out, seeds=seeds, epochs=epochs, options=task_options, report=report, resume=resume, aug_views=aug_views)
 
 
 
@@ -282,6 +299,7 @@ def study(
     grid: Path = typer.Option(None, "--grid", help="JSON file {name: {dataset, options}} instead of the default grid."),
     epochs: int = typer.Option(None, help="Epochs of every run (default: the study's 20)."),
     restart: bool = typer.Option(False, "--restart", help="Retrain every run instead of keeping finished ones."),
+    aug_views: int = AUG_VIEWS,
 ) -> None:
     """Robustness of the paper's claims: every method over world variants x seeds with one method setting."""
     from subpt.experiments.study import read_grid, run_study, variants_by_name
@@ -289,7 +307,8 @@ def study(
     if grid is not None and variants is not None:
         raise SubptError("give either --grid or --variants, not both")
     chosen = read_grid(grid) if grid is not None else variants_by_name(_names(variants))
-    run_study(out, chosen, _int_list(seeds, "--seeds"), epochs=epochs, resume=not restart, echo=typer.echo)
+    run_study(out, chosen, _int_list(seeds, "--seeds"), epochs=epochs, resume=not restart, echo=typer.echo,
+              aug_views=aug_views)
 
 
 def _names(text: str | None) -> list[str]:

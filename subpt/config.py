@@ -22,6 +22,18 @@ SUBSAMPLES = ("base", "all")
 # The prompt-learning method of `subpt train --method` (docs/baselines.md): its display name and its default lambda.
 PROMPT_METHODS = {"coop": ("CoOp", None), "kgcoop": ("KgCoOp", 8.0), "prograd": ("ProGrad", 1.0)}
 POSITIONS = ("end", "middle", "front")
+# Augmented training views per image (docs/method.md, "Training views"): CoOp's random resized crop and flip,
+# K views per training image computed once and cached. 16 for real CLIP models; 0 (the test view only) for the
+# embedded tiny CLIP, whose shipped study and demo numbers were measured on the test view.
+AUG_VIEWS_DEFAULT = 16
+AUG_VIEWS_EMBEDDED = 0
+EMBEDDED_MODEL = "subpt-tiny"  # subpt.embedded.model.MODEL_NAME, not imported here: this module stays light
+
+
+def default_aug_views(model: str) -> int:
+    """The number of cached augmented views per training image a run of `model` gets when --aug-views is not
+    given: AUG_VIEWS_DEFAULT for real CLIP models, AUG_VIEWS_EMBEDDED for the embedded tiny CLIP."""
+    return AUG_VIEWS_EMBEDDED if model == EMBEDDED_MODEL else AUG_VIEWS_DEFAULT
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -110,9 +122,14 @@ class TrainConfig:
     precision: str = "fp32"
     eval_every: int = 1
     text_chunk: int | None = None  # encode class prompts this many at a time (bounds memory)
+    # training views: K cached augmented views per training image, one per epoch (0: the test view only);
+    # None resolves to the model's default when the config is made, so config.json records the number
+    aug_views: int | None = None
 
     def __post_init__(self) -> None:
         self.check_types()
+        if self.aug_views is None:
+            self.aug_views = default_aug_views(self.model)
         # A task is named in full: every option of the dataset, the defaults filled in, so config.json reproduces
         # the task even if a default changes later.
         from subpt.data.catalogue import (
@@ -166,6 +183,8 @@ class TrainConfig:
             (self.nfl_lambda >= 0, f"--nfl-lambda must be non-negative, got {self.nfl_lambda}"),
             (self.warmup_epochs >= 0, f"--warmup-epochs must be non-negative, got {self.warmup_epochs}"),
             (self.text_chunk is None or self.text_chunk >= 1, f"--text-chunk must be at least 1, got {self.text_chunk}"),
+            (self.aug_views is None or self.aug_views >= 0,
+             f"--aug-views must be 0 (the test view only) or a number of views such as 16, got {self.aug_views}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -233,6 +252,8 @@ class TrainConfig:
         d = {k: v for k, v in self.to_dict().items() if k not in ("root", "device")}
         if d["prompt_method"] == "coop" and d["method_lambda"] is None:  # runs from before --method keep their hash
             del d["prompt_method"], d["method_lambda"]
+        if d.get("aug_views") == 0:  # the test view only: hashes as runs did before --aug-views existed
+            d.pop("aug_views")
         if self.basis:
             d["basis_sha256"] = self.basis_sha256()
         blob = json.dumps(d, sort_keys=True, default=str).encode()
@@ -245,6 +266,8 @@ class TrainConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise SubptError(f"{source}: unknown setting(s) {', '.join(map(repr, unknown))}")
+        if "aug_views" not in d:  # saved before --aug-views existed: that run trained on the test view
+            d = {**d, "aug_views": 0}
         try:
             return cls(**d)
         except SubptError as e:

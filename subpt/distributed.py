@@ -22,6 +22,8 @@ class DistContext:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    # a process group is up (torchrun, even with one process): collectives run through it
+    grouped: bool = False
 
     @property
     def is_main(self) -> bool:
@@ -29,21 +31,25 @@ class DistContext:
         return self.rank == 0
 
     def all_reduce_(self, t: torch.Tensor) -> torch.Tensor:
-        """Sum `t` over ranks in place (no-op for one process)."""
-        if self.world > 1:
+        """Sum `t` over ranks in place (no-op for one process without a process group)."""
+        if self.grouped:
             dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return t
 
     def barrier(self) -> None:
-        """Wait for every rank (no-op for one process)."""
-        if self.world > 1:
+        """Wait for every rank (no-op for one process without a process group)."""
+        if self.grouped:
             dist.barrier()
 
 
 def init_from_env(device: str) -> tuple[DistContext, str]:
-    """Join the process group torchrun describes (WORLD_SIZE > 1); returns the context and this rank's device."""
+    """Join the process group torchrun describes; returns the context and this rank's device.
+
+    A process group is set up when WORLD_SIZE > 1, and also for one process launched by torchrun (which sets
+    TORCHELASTIC_RUN_ID), so that a one-process torchrun runs the real NCCL (or gloo) path.
+    """
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if world <= 1 and "TORCHELASTIC_RUN_ID" not in os.environ:
         return DistContext(), device
     rank = int(os.environ["RANK"])
     local = int(os.environ.get("LOCAL_RANK", rank))
@@ -53,4 +59,4 @@ def init_from_env(device: str) -> tuple[DistContext, str]:
     if device.startswith("cuda"):
         device = f"cuda:{local}"
         torch.cuda.set_device(local)
-    return DistContext(rank, world, local), device
+    return DistContext(rank, world, local, grouped=True), device

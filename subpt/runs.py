@@ -29,7 +29,7 @@ from subpt.backbone import Backbone, load_backbone
 from subpt.config import STAMP_KEYS, TrainConfig, read_config_file
 from subpt.crashpoints import crash_point
 from subpt.errors import SubptError
-from subpt.evaluate import evaluate_run
+from subpt.evaluate import evaluate_run, zero_shot_metrics
 from subpt.prompts import PromptLearner
 from subpt.splits import prepare_data
 
@@ -237,6 +237,42 @@ def saved_ctx_epochs(run_dir: Path) -> set[int]:
     return {int(f.stem[4:]) for f in (Path(run_dir) / CKPT).glob("ctx_*.pt") if f.stem[4:].isdigit()}
 
 
+def copy_file(src: Path, dst: Path) -> None:
+    """Copy a file atomically (a temporary name in the destination folder, then renamed)."""
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.")
+    os.close(fd)
+    try:
+        shutil.copy2(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def copy_run(src: Path, dst: Path, cfg: TrainConfig | None) -> None:
+    """Make `dst` hold a copy of the finished run in `src` (a sweep reusing another protocol's run): its files
+    (not its transfer results), config.json written last, so a copy cut short is a folder without a run. A trained
+    run's config.json is written from `cfg` (the same settings, with `dst`'s own basis path); a zero-shot folder's
+    is copied as it is (`cfg` None)."""
+    src, dst = Path(src), Path(dst)
+    clear_run(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in RUN_FILES:
+        path = src / name
+        if name == CONFIG or not path.exists():
+            continue
+        if path.is_dir():
+            shutil.copytree(path, dst / name)
+        else:
+            copy_file(path, dst / name)
+    if cfg is None:
+        copy_file(config_path(src), config_path(dst))
+    else:
+        save_config(dst, cfg)
+
+
 # ---------------------------------------------------------------------------------------------- starting and resuming
 def check_output_folder(folder: Path) -> None:
     """Refuse an output folder (a run's, a sweep's, the demo's or the study's) that is a file, lies under a file, or
@@ -374,13 +410,36 @@ def learner_with_ctx(backbone: Backbone, classnames: list[str], cfg: TrainConfig
     return learner
 
 
+def zeroshot_templates(run_dir: str | Path) -> list[str]:
+    """The templates a zero-shot folder was evaluated with (its config.json's "templates")."""
+    path = config_path(run_dir)
+    templates = read_config_file(path).get("templates")
+    if not (isinstance(templates, list) and templates and all(isinstance(t, str) and "{}" in t for t in templates)):
+        raise SubptError(f"{path}: 'templates' must be a non-empty list of prompt templates with '{{}}'; restore the "
+                         "file or run the sweep again")
+    return templates
+
+
 def evaluate_saved_run(run_dir: Path, epoch: int | None = None, device: str = "cpu", progress: bool = True) -> dict:
-    """Rebuild a run's model and data from config.json and evaluate a saved context."""
+    """Rebuild a run's model and data from config.json and evaluate a saved context; a sweep's zero-shot folder is
+    evaluated again with zero-shot CLIP and the templates it records."""
     run_dir = Path(run_dir)
-    cfg = load_config(run_dir)
+    cfg, marker = read_run_config(run_dir)
     cfg.device = device
+    if marker is not None and marker != ZEROSHOT_METHOD:
+        raise SubptError(f"{config_path(run_dir)}: unknown method {marker!r} (a sweep's zero-shot folder says "
+                         f"{ZEROSHOT_METHOD!r}); restore the file or run the sweep again")
+    if marker == ZEROSHOT_METHOD:
+        if epoch is not None:
+            raise SubptError(f"--epoch: {run_dir} is a zero-shot folder of a sweep, which has no epochs; leave it out")
+        templates = zeroshot_templates(run_dir)
+        backbone = load_backbone(cfg.model, cfg.pretrained, device, seed=cfg.seed)
+        splits = prepare_data(cfg, backbone, progress=progress, augment=False)
+        zs = zero_shot_metrics(backbone, splits, templates)
+        return {"run": str(run_dir), "method": "Zero-shot CLIP", "epoch": None,
+                **{k: zs[k] for k in ("base_acc", "novel_acc", "hm")}}
     ctx, ep = load_ctx(run_dir, epoch)
-    backbone = load_backbone(cfg.model, cfg.pretrained, device)
-    splits = prepare_data(cfg, backbone, progress=progress)
+    backbone = load_backbone(cfg.model, cfg.pretrained, device, seed=cfg.seed)
+    splits = prepare_data(cfg, backbone, progress=progress, augment=False)
     learner = learner_with_ctx(backbone, splits.base.classnames, cfg, ctx, str(run_dir))
-    return {"run": str(run_dir), "epoch": ep, **evaluate_run(learner, splits, cfg.text_chunk)}
+    return {"run": str(run_dir), "method": cfg.method, "epoch": ep, **evaluate_run(learner, splits, cfg.text_chunk)}

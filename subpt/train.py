@@ -5,8 +5,9 @@ this module: the commands (cli/) and the experiments (subpt.experiments) call `t
 
 Weight decay is applied by adding `weight_decay * ctx` to the gradient before any projection (the optimiser
 itself gets weight_decay=0). For plain SGD this is exactly SGD's own weight decay; for SubPT it keeps every
-update inside span(U). Data order per epoch comes from a generator seeded by (seed, epoch), so a resumed run
-is bit-identical to an uninterrupted one on the CPU.
+update inside span(U). Data order per epoch comes from a generator seeded by (seed, epoch), and so does the
+augmented view each training image shows (--aug-views), so a resumed run is bit-identical to an uninterrupted one
+on the CPU.
 """
 
 from __future__ import annotations
@@ -203,7 +204,7 @@ def start_run(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, pr
     if resume:
         runs.check_resume(run_dir, cfg)
 
-    backbone = load_backbone(cfg.model, cfg.pretrained, device)
+    backbone = load_backbone(cfg.model, cfg.pretrained, device, seed=cfg.seed)
     splits = prepare_data(cfg, backbone, progress=progress and dctx.is_main)
     if splits.train[0].shape[0] == 0:
         raise SubptError(f"dataset {cfg.dataset!r} has no training images (a test-only set?): train on another "
@@ -300,7 +301,7 @@ def train_epoch(run: TrainingRun, epoch: int) -> dict:
     lr = lr_at(cfg, epoch)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
-    feats, labels = run.splits.train
+    feats, labels = run.splits.epoch_train(cfg.seed, epoch)
     n = feats.shape[0]
     order = epoch_order(n, cfg.seed, epoch, device)
     totals = torch.zeros(2, dtype=torch.float64, device=device)  # summed loss, correct

@@ -33,8 +33,8 @@ def run_zero_shot(
             raise SubptError(f"--template {t!r} has no '{{}}' where the class name goes")
     cfg = TrainConfig(dataset=dataset, root=root, model=model, pretrained=pretrained, seed=seed, shots=1,
                       device=device, dataset_options=dict(dataset_options or {}))
-    backbone = load_backbone(model, pretrained, device)
-    splits = prepare_data(cfg, backbone, progress=progress)
+    backbone = load_backbone(model, pretrained, device, seed=seed)
+    splits = prepare_data(cfg, backbone, progress=progress, augment=False)
     if templates:
         chosen = list(templates)
     elif ensemble:

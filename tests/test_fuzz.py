@@ -571,6 +571,18 @@ CASES = [
     # subpt data check
     C("data-check-missing-root", "subpt", "data", "check", "--root", "{tmp}/none", needle="does not exist"),
     # subpt eval
+    C("dense-scenes-0", "subpt", "dense", "eval", "--scenes", "0", needle="--scenes"),
+    C("dense-seed-negative", "subpt", "dense", "eval", "--seed", "-1", needle="--seed"),
+    C("dense-run-missing", "subpt", "dense", "eval", "--run", "{tmp}/none", needle="--run"),
+    C("dense-run-empty-folder", "subpt", "dense", "eval", "--run", "{dir}", needle="config.json"),
+    C("dense-threshold-2", "subpt", "dense", "eval", "--threshold", "2", needle="--threshold"),
+    C("dense-canvas-10", "subpt", "dense", "eval", "--canvas", "10", needle="--canvas"),
+    C("dense-n-classes-1", "subpt", "dense", "eval", "--n-classes", "1", needle="--n-classes"),
+    C("dense-noise-negative", "subpt", "dense", "eval", "--noise", "-1", needle="--noise"),
+    C("dense-context-0", "subpt", "dense", "eval", "--context", "0", needle="--context"),
+    C("dense-epoch-without-run", "subpt", "dense", "eval", "--epoch", "5", needle="--run"),
+    C("dense-out-is-a-folder", "subpt", "dense", "eval", "--out", "{dir}", needle="is a folder"),
+    C("dense-device", "subpt", "dense", "eval", "--device", "gpu", needle="--device"),
     C("eval-missing", "subpt", "eval", "{tmp}/none", needle="config.json"),
     C("eval-a-file", "subpt", "eval", "{file}", needle="not a run folder"),
     C("eval-empty-folder", "subpt", "eval", "{dir}", needle="config.json"),

@@ -158,3 +158,111 @@ def test_domaingen_sweep_and_table(data_root, tmp_path, monkeypatch):
     assert [c["mean"] for c in coop[1:3]] == pytest.approx(accs)
     assert coop[3]["mean"] == pytest.approx(sum(accs) / 2)
     assert report["missing"] == []
+
+
+TARGETS = "dtd,imagenet_v2"  # one of each transfer protocol's defaults, for both
+
+
+def _transfer_sweep(protocol: str, data_root: Path, out: Path, targets: str) -> list[str]:
+    return [
+        "sweep", "--protocol", protocol, "--root", str(data_root), "--model", "subpt-tiny", "--pretrained", "random",
+        "--shots", "1", "--epochs", "3", "--seeds", "1", "--methods", "zeroshot,coop,subpt", "--n-ctx", "4",
+        "--device", "cpu", "--out", str(out), "--targets", targets,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def both_transfer_sweeps(data_root, tmp_path_factory):
+    """One sweep over the cross-dataset and the domain-generalisation protocols, with the training loop counted:
+    (out, the runs trained, its output)."""
+    import subpt.train
+
+    app = typer.Typer()
+    app.command("sweep")(sweep)
+    app.command("table")(table)
+    out = tmp_path_factory.mktemp("both")
+    real, trainings = subpt.train.train, []
+
+    def counting(cfg, run_dir, **kw):
+        trainings.append(Path(run_dir))
+        return real(cfg, run_dir, **kw)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(subpt.train, "train", counting)
+    try:
+        res = CliRunner().invoke(app, _transfer_sweep("crossdataset,domaingen", data_root, out, TARGETS))
+    finally:
+        mp.undo()
+    assert res.exit_code == 0, res.output
+    return out, trainings, res.stdout
+
+
+def test_one_imagenet_training_serves_both_transfer_protocols(both_transfer_sweeps):
+    out, trainings, output = both_transfer_sweeps
+    seed = Path("imagenet") / "shots1" / "seed1"
+    assert sorted(trainings) == [out / "crossdataset" / seed / m for m in ("coop", "subpt")]  # trained once
+    first, second = output.split("== domaingen")
+    assert "== crossdataset" in first and "3 reused from another protocol's folder" in second
+    seed = Path("imagenet") / "shots1" / "seed1"
+    xd, dg = out / "crossdataset" / seed, out / "domaingen" / seed
+    for method in ("coop", "subpt"):
+        assert read_metrics(dg / method) == read_metrics(xd / method)
+        assert TrainConfig.load(dg / method / "config.json").basis in (None, str(dg / "basis_coop.pt"))
+        assert sorted(p.stem for p in (dg / method / "transfer").iterdir()) == sorted(TARGETS.split(","))
+    assert (dg / "basis_coop.pt").read_bytes() == (xd / "basis_coop.pt").read_bytes()
+    assert (dg / "zeroshot" / "zeroshot.json").read_bytes() == (
+        xd / "zeroshot" / "zeroshot.json"
+    ).read_bytes()
+
+
+def test_reused_runs_are_finished_runs_of_their_own_folder(both_transfer_sweeps, data_root, monkeypatch):
+    """A third sweep over the domain-generalisation folder skips every job: the copies are that folder's runs."""
+    import subpt.train
+
+    out, _, _ = both_transfer_sweeps
+    monkeypatch.setattr(subpt.train, "train", lambda *a, **k: pytest.fail("trained again"))
+    app = typer.Typer()
+    app.command("sweep")(sweep)
+    app.command("table")(table)
+    res = CliRunner().invoke(app, _transfer_sweep("domaingen", data_root, out, TARGETS))
+    assert res.exit_code == 0, res.output
+    assert "0 done, 0 resumed, 3 skipped." in res.stdout
+
+
+def test_a_run_with_other_settings_is_not_reused(both_transfer_sweeps, data_root, tmp_path):
+    import shutil
+
+    out, _, _ = both_transfer_sweeps
+    copy = tmp_path / "out"
+    shutil.copytree(out / "crossdataset", copy / "crossdataset")
+    app = typer.Typer()
+    app.command("sweep")(sweep)
+    app.command("table")(table)
+    args = _transfer_sweep("domaingen", data_root, copy, TARGETS)
+    args[args.index("--epochs") + 1] = "4"
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "2 done, 0 resumed, 0 skipped, 1 reused" in res.stdout  # zero-shot has no epochs: reused
+
+
+@pytest.mark.parametrize("method", ["zeroshot", "coop", "subpt"])
+def test_eval_of_each_transfer_run_folder_reproduces_the_sweep(both_transfer_sweeps, method):
+    from subpt._cli.subpt_app import app
+
+    out, _, _ = both_transfer_sweeps
+    for protocol in ("crossdataset", "domaingen"):
+        run = out / protocol / "imagenet" / "shots1" / "seed1" / method
+        res = CliRunner().invoke(app, ["eval", str(run), "--json"])
+        assert res.exit_code == 0, res.output
+        ev = json.loads(res.stdout)
+        recorded = (
+            json.loads((run / "zeroshot.json").read_text()) if method == "zeroshot" else read_metrics(run)[-1]
+        )
+        assert ev["base_acc"] == recorded["base_acc"]
+        assert ev["transfer"] == {
+            t: json.loads((run / "transfer" / f"{t}.json").read_text())["acc"] for t in TARGETS.split(",")
+        }
+    printed = CliRunner().invoke(app, ["eval", str(out / "domaingen")])
+    assert printed.exit_code == 0, printed.output
+    lines = printed.stdout.strip().splitlines()
+    assert len(lines) == 3 and all("imagenet_v2" in ln and ": acc " in ln for ln in lines), lines

@@ -391,3 +391,147 @@ def test_a_subpt_run_trained_from_the_current_basis_is_kept_after_its_stage1_was
     lines: list[str] = []
     assert run_job(s, job, {stage1}, 1, lines.append) == "skipped", lines
     assert len(read_metrics(Path(job.run_dir))) == 4
+
+
+def _eval(path: Path) -> dict:
+    from subpt._cli.subpt_app import app as subpt_app
+
+    res = runner.invoke(subpt_app, ["eval", str(path), "--json"])
+    assert res.exit_code == 0, res.output
+    return json.loads(res.stdout)
+
+
+def _same_numbers(ev: dict, run: Path) -> None:
+    recorded = run_numbers(run)
+    assert (ev["base_acc"], ev["novel_acc"], ev["hm"]) == (
+        recorded["base_acc"],
+        recorded["novel_acc"],
+        recorded["hm"],
+    )
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_eval_of_each_run_folder_of_a_sweep_reproduces_it(swept, method):
+    out, _, _ = swept
+    run = out / "base2novel" / DATASET / "shots2" / "seed1" / method
+    ev = _eval(run)
+    assert ev["method"] == {"zeroshot": "Zero-shot CLIP", "coop": "CoOp", "subpt": "SubPT"}[method]
+    _same_numbers(ev, run)
+
+
+def test_eval_of_the_nfl_run_folders_reproduces_them(tmp_path):
+    run_sweep(settings(tmp_path, seeds=[1], methods=["subpt_nfl"]), echo=lambda _: None)
+    seed = tmp_path / "base2novel" / DATASET / "shots2" / "seed1"
+    for method, label in (("nfl", "CoOp+NFL"), ("subpt_nfl", "SubPT+NFL")):
+        ev = _eval(seed / method)
+        assert ev["method"] == label
+        _same_numbers(ev, seed / method)
+
+
+def test_eval_of_a_sweep_folder_evaluates_every_run_below_it(swept):
+    out, _, _ = swept
+    folder = out / "base2novel" / DATASET / "shots2"
+    result = _eval(folder)["runs"]
+    expected = sorted(p.parent for p in folder.rglob("config.json"))
+    assert [Path(r["run"]) for r in result] == expected and len(expected) == 6
+    for ev in result:
+        _same_numbers(ev, Path(ev["run"]))
+    from subpt._cli.subpt_app import app as subpt_app
+
+    res = runner.invoke(subpt_app, ["eval", str(folder / "seed1" / "zeroshot"), "--epoch", "1"])
+    assert res.exit_code == 2 and "zero-shot folder" in res.stderr
+
+
+# ---------------------------------------------------------------------------------------------- --launcher slurm
+def test_cluster_launcher_runs_one_job_per_run_and_resumes_a_killed_one(swept, tmp_path, monkeypatch):
+    """Real submitit, its jobs as local processes: a job killed after a checkpoint fails the launch with one line;
+    the same launch again resumes that run from its checkpoint and runs the rest, with the numbers of the local
+    sweep; a third submits nothing."""
+    from dataclasses import replace
+
+    import torch
+
+    from subpt.errors import SubptError
+    from subpt.experiments.launcher import ClusterOptions, launch_sweep
+
+    monkeypatch.setenv("SUBPT_SUBMITIT_CLUSTER", "local")
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    opts = ClusterOptions(gpus_per_job=0, time_min=20)
+    s = settings(tmp_path, seeds=[1])
+    seed = tmp_path / "base2novel" / DATASET / "shots2" / "seed1"
+    monkeypatch.setenv("SUBPT_CRASH_AT", "checkpoint-saved@2")  # the job ends as a SIGKILL would, mid-run
+    lines: list[str] = []
+    with pytest.raises(SubptError, match="1 of 1 cluster job.*coop.*run the same command again to resume"):
+        launch_sweep(replace(s, methods=["coop"]), opts, echo=lines.append, poll_s=0.5)
+    assert len(read_metrics(seed / "coop")) == 1
+    assert torch.load(seed / "coop" / "ckpt" / "last.pt", weights_only=True)["epoch"] == 2
+    monkeypatch.delenv("SUBPT_CRASH_AT")
+    lines.clear()
+    result = launch_sweep(s, opts, echo=lines.append, poll_s=0.5)
+    assert (result["resumed"], result["done"], result["skipped"]) == (1, 2, 0), lines
+    assert "submitted 3 job(s) (local)" in lines[0]
+    assert any("seed1/coop: resumed, from epoch" in ln for ln in lines), lines
+    reference = swept[0] / "base2novel" / DATASET / "shots2" / "seed1"
+    for method in METHODS:  # as if never interrupted, and as the local sweep
+        if method == "zeroshot":
+            assert run_numbers(seed / method) == run_numbers(reference / method)
+        else:
+            numbers = [[(m["loss"], m["base_acc"], m["novel_acc"]) for m in read_metrics(r / method)]
+                       for r in (seed, reference)]  # fmt: skip
+            assert numbers[0] == numbers[1]
+    logs = [p for p in (tmp_path / "base2novel" / ".submitit").iterdir() if p.name.isdigit()]
+    assert len(logs) == 4  # one log folder per submitted job: the killed one, then three
+    lines.clear()
+    result = launch_sweep(s, opts, echo=lines.append, poll_s=0.5)
+    assert result["skipped"] == 3 and not any("submitted" in ln for ln in lines)
+
+
+def test_cluster_launcher_options(swept, tmp_path, monkeypatch):
+    monkeypatch.delenv("SUBPT_SUBMITIT_CLUSTER", raising=False)
+    base = ["sweep", "--datasets", DATASET, "--seeds", "1,2", "--methods", ",".join(METHODS), "--shots", "2",
+            "--epochs", "4", "--n-ctx", "4", "--noise", "40", "--test-per-class", "6", "--device", "cpu"]  # fmt: skip
+    slurm = ["--launcher", "slurm", "--partition", "gpu", "--time", "30", "--gpus-per-job", "1"]
+    res = runner.invoke(app, [*base, "--out", str(tmp_path / "new"), *slurm, "--dry-run"])
+    assert res.exit_code == 0, res.output
+    assert "would submit 6 cluster job(s): 1 GPU(s), 30 min each, partition gpu" in res.stdout
+    res = runner.invoke(app, [*base, "--out", str(swept[0]), *slurm, "--dry-run"])
+    assert res.exit_code == 0 and "would submit 0 cluster job(s)" in res.stdout
+    assert res.stdout.count("(not submitted)") == 6
+    for args, needle in (
+        ([*slurm], "no Slurm here"),
+        (["--launcher", "pbs"], "--launcher must be one of local, slurm"),
+        (["--partition", "gpu"], "apply to --launcher slurm only"),
+        (["--launcher", "slurm", "--time", "0"], "--time must be at least 1"),
+        (["--launcher", "slurm", "--gpus", "2"], "--gpus applies to --launcher local"),
+    ):
+        res = runner.invoke(app, [*base, "--out", str(tmp_path / "bad"), *args])
+        assert res.exit_code == 2, res.output
+        err = [ln for ln in res.stderr.splitlines() if ln.strip()]
+        assert len(err) == 1 and needle in err[0], res.stderr
+        assert not (tmp_path / "bad").exists()
+
+
+def test_cluster_jobs_ask_slurm_for_the_options(tmp_path, monkeypatch):
+    """On Slurm (sbatch mocked by submitit's own test helper): one array task per run, arrays of at most
+    --array-size, and the partition, GPUs, time limit, CPUs, memory and %N of the options."""
+    from submitit.slurm.test_slurm import mocked_slurm
+
+    from subpt.experiments.launcher import ClusterOptions, log_folder, make_executor, submit_jobs
+
+    monkeypatch.delenv("SUBPT_SUBMITIT_CLUSTER", raising=False)
+    s = settings(tmp_path, seeds=[1])
+    jobs = plan_jobs(s)
+    opts = ClusterOptions(partition="gpu", gpus_per_job=2, time_min=30, array_size=2, max_running=2, cpus_per_job=8,
+                          mem_gb=32)  # fmt: skip
+    with mocked_slurm():
+        executor = make_executor(log_folder(s), opts, name="subpt-base2novel")
+        submitted = submit_jobs(s, jobs, opts, executor)
+    assert [j.index for j, _ in submitted] == [0, 1, 2]
+    scripts = sorted({p.read_text() for p in log_folder(s).rglob("*.sh")})  # each array's script, once
+    assert len(scripts) == 2  # 3 runs in arrays of at most 2
+    arrays = sorted(line for text in scripts for line in text.splitlines() if line.startswith("#SBATCH --array"))
+    assert arrays == ["#SBATCH --array=0-1%2"]  # the last run alone: a plain job, not an array of one
+    for text in scripts:
+        for line in ("--partition=gpu", "--gpus-per-node=2", "--time=30", "--cpus-per-task=8", "--mem=32GB",
+                     "--job-name=subpt-base2novel"):  # fmt: skip
+            assert f"#SBATCH {line}" in text, text

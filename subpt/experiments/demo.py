@@ -33,10 +33,11 @@ from subpt.summary import aggregate, fmt, mean_std, method_table
 DEMO_VARIANT = DEFAULT_GRID[0]
 
 
-def demo_config(seed: int, epochs: int | None = None, options: dict | None = None) -> TrainConfig:
+def demo_config(seed: int, epochs: int | None = None, options: dict | None = None,
+                aug_views: int | None = None) -> TrainConfig:
     """The demo's CoOp run: the study's method setting on the default variant (with `options` on top)."""
     variant = Variant(DEMO_VARIANT.name, DEMO_VARIANT.dataset, {**DEMO_VARIANT.options, **(options or {})})
-    return study_config(variant, seed, epochs)
+    return study_config(variant, seed, epochs, aug_views)
 
 
 def run_demo(
@@ -47,6 +48,7 @@ def run_demo(
     report: bool = True,
     console: Console | None = None,
     resume: bool = False,
+    aug_views: int | None = None,
 ) -> dict:
     """Run every method over `seeds` seeds into `out`; print and return the summary.
 
@@ -57,7 +59,7 @@ def run_demo(
     out = Path(out)
     if seeds < 1:
         raise SubptError(f"--seeds must be at least 1, got {seeds}")
-    configs = [demo_config(seed, epochs, options) for seed in range(1, seeds + 1)]
+    configs = [demo_config(seed, epochs, options, aug_views) for seed in range(1, seeds + 1)]
     for cfg in configs:  # every setting is checked before anything is written
         cfg.validate()
     early, late, rank = basis_plan(configs[0].epochs)

@@ -201,6 +201,7 @@ def transfer_eval(
     options: dict | None = None,
     progress: bool = False,
     use_cache: bool = True,
+    save: bool = True,
 ) -> dict:
     """Accuracy (percent) of a run's final shared context on the full test set of `target_dataset`.
 
@@ -209,7 +210,8 @@ def transfer_eval(
     classifies the target's test images. A zero-shot folder of the sweep is evaluated with zero-shot
     CLIP on the target's own template instead. `root` is the data root of the target (default: the
     run's); `options` are dataset options of the target. The result is cached in
-    RUN/transfer/<target>.json and recomputed when the run's final context or the options changed.
+    RUN/transfer/<target>.json and recomputed when the run's final context or the options changed; with
+    `use_cache` and `save` false it is computed afresh and nothing is written (`subpt eval`).
     """
     import torch
 
@@ -237,7 +239,7 @@ def transfer_eval(
     if cached is not None and cached.get("ctx_digest") == digest and cached.get("options") == opts:
         return cached
 
-    backbone = load_backbone(cfg.model, cfg.pretrained, device)
+    backbone = load_backbone(cfg.model, cfg.pretrained, device, seed=cfg.seed)
     task = build_task(
         target_dataset, root=root, shots=1, seed=cfg.seed, **target_build_options(target_dataset, opts)
     )
@@ -267,5 +269,8 @@ def transfer_eval(
         "model": cfg.model,
         "pretrained": cfg.pretrained,
     }
-    atomic_write_json(transfer_path(run_dir, target_dataset), result, mkdir=True, indent=2, sort_keys=True)
+    if save:
+        atomic_write_json(
+            transfer_path(run_dir, target_dataset), result, mkdir=True, indent=2, sort_keys=True
+        )
     return result

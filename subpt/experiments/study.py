@@ -91,11 +91,12 @@ def read_grid(path: Path) -> list[Variant]:
     return out
 
 
-def study_config(variant: Variant, seed: int, epochs: int | None = None) -> TrainConfig:
-    """The study's CoOp run of one variant and seed (recording gradients for the diagnostics)."""
+def study_config(variant: Variant, seed: int, epochs: int | None = None, aug_views: int | None = None) -> TrainConfig:
+    """The study's CoOp run of one variant and seed (recording gradients for the diagnostics); `aug_views` None
+    is the model's default number of augmented training views."""
     setting = {**METHOD_SETTING, **({} if epochs is None else {"epochs": epochs})}
     return TrainConfig(dataset=variant.dataset, dataset_options=dict(variant.options), seed=seed, record_grads=True,
-                       **setting)
+                       aug_views=aug_views, **setting)
 
 
 def basis_plan(epochs: int) -> tuple[str, str, int]:
@@ -179,8 +180,10 @@ def run_study(
     resume: bool = True,
     echo: Callable[[str], None] = print,
     progress: bool = True,
+    aug_views: int | None = None,
 ) -> dict[str, Any]:
-    """Run the grid into `out` (keeping finished runs when `resume`) and write study.json and study.md."""
+    """Run the grid into `out` (keeping finished runs when `resume`) and write study.json and study.md; `aug_views`
+    None is the model's default number of augmented training views."""
     out = Path(out)
     check_output_folder(out)
     if not variants or not seeds:
@@ -188,7 +191,7 @@ def run_study(
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise SubptError(f"variant names must be unique, got {', '.join(names)}")
-    configs = [(v, s, study_config(v, s, epochs)) for v in variants for s in seeds]
+    configs = [(v, s, study_config(v, s, epochs, aug_views)) for v in variants for s in seeds]
     for _, _, cfg in configs:  # every setting is checked before the first run starts
         cfg.validate()
         basis_plan(cfg.epochs)
@@ -200,7 +203,8 @@ def run_study(
         bar.set_postfix_str(f"{v.name} seed {s}")
         runs = run_unit(cfg, out / v.name / f"seed{s}", resume=resume)
         records.append({"variant": v.name, "dataset": v.dataset, "options": v.options, "seed": s, **unit_record(runs)})
-    result = {"setting": {**METHOD_SETTING, **({} if epochs is None else {"epochs": epochs})},
+    result = {"setting": {**METHOD_SETTING, **({} if epochs is None else {"epochs": epochs}),
+                          "aug_views": configs[0][2].aug_views},
               "bases": dict(zip(("early", "late", "rank"), basis_plan(configs[0][2].epochs))),
               "records": records, **summarise(records), "seconds": round(time.time() - t0, 1)}
     (out / "study.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -25,12 +25,15 @@ from subpt.experiments.sweep_plan import (
     Job,
     SweepSettings,
     basis_path,
+    basis_window,
     check_conflicts,
     expand_methods,
     group_jobs,
     job_config,
     parse_list,
     plan_jobs,
+    reusable_basis,
+    reusable_run,
     run_state,
     update_manifest,
     validate,
@@ -40,6 +43,8 @@ from subpt.experiments.sweep_plan import (
 # ----------------------------------------------------------------------------------------------------
 # Running the jobs
 
+OUTCOMES = ("done", "resumed", "skipped", "reused")
+
 
 def run_zeroshot(cfg: Any, run_dir: Path) -> dict:
     """Write a zero-shot folder: config.json (method "zeroshot"), then zeroshot.json (written last)."""
@@ -48,25 +53,14 @@ def run_zeroshot(cfg: Any, run_dir: Path) -> dict:
     from subpt.evaluate import zero_shot_metrics
     from subpt.splits import prepare_data
 
-    backbone = load_backbone(cfg.model, cfg.pretrained, cfg.device)
-    splits = prepare_data(cfg, backbone, progress=False)
+    backbone = load_backbone(cfg.model, cfg.pretrained, cfg.device, seed=cfg.seed)
+    splits = prepare_data(cfg, backbone, progress=False, augment=False)
     templates = [splits.task.template]
     zs = zero_shot_metrics(backbone, splits, templates)
     runs.clear_run(run_dir)  # the run's files only: the folder and the lock this sweep holds on it stay
     run_dir.mkdir(parents=True, exist_ok=True)
     runs.write_zeroshot_run(run_dir, cfg, zs, templates)
     return zs
-
-
-def basis_window(path: Path) -> tuple[str | None, int | None]:
-    """(window, rank) a basis file was built with; (None, None) when it cannot be read."""
-    from gradflow.subspace import Basis
-
-    try:
-        meta = Basis.load(path).metadata
-    except Exception:
-        return None, None
-    return meta.get("window"), meta.get("rank")
 
 
 def _train(cfg: Any, run_dir: Path, resume: bool) -> None:
@@ -91,8 +85,9 @@ def _summary(job: Job) -> str:
 def run_job(
     s: SweepSettings, job: Job, restart_subpt: set[str], total: int, echo: Echo, prefix: str = ""
 ) -> str:
-    """Claim one job (its run folder's lock, waiting while another sweep process holds it), then run, skip or
-    resume it and print its line; returns 'done', 'resumed' or 'skipped'. Concurrent sweeps on one folder so
+    """Claim one job (its run folder's lock, waiting while another sweep process holds it), then run, skip, resume
+    or reuse it (copy the same finished run from another protocol's folder) and print its line; returns 'done',
+    'resumed', 'skipped' or 'reused'. Concurrent sweeps on one folder so
     share the work: a job another process finished while this one waited is skipped."""
     from subpt import runs
 
@@ -123,18 +118,29 @@ def _run_claimed_job(
 
             stage1_claim = runs.lock_run_dir(Path(stage1), wait=True)  # another sweep may still be training it
             try:
-                plan.build(Path(stage1), bpath)
+                reuse = reusable_basis(s, job, plan)
+                if reuse is not None:  # the stage-1 run was copied from there: so is its basis
+                    runs.copy_file(reuse, bpath)
+                else:
+                    plan.build(Path(stage1), bpath)
             finally:
                 stage1_claim.close()
-            notes.append(f"basis epochs 1-{plan.t}, r {plan.rank}")
+            notes.append(f"basis epochs 1-{plan.t}, r {plan.rank}" + (f" from {reuse}" if reuse else ""))
         if (stage1 in restart_subpt or changed) and state != "new":
             # The basis digest the run started with decides: a run another sweep trained from the basis just built
             # (from the same stage-1 run) is kept; a run started from an older basis restarts.
             state, detail = run_state(s, job)
             if state == "restart":
                 detail = f"{STAGE1[job.method]} was retrained" if stage1 in restart_subpt else "basis setting changed"
+    source = reusable_run(s, job) if state != "finished" else None
     if state == "finished":
         outcome = "skipped"
+    elif source is not None:  # another protocol's folder holds this very run, finished: copied, not trained again
+        from subpt import runs
+
+        runs.copy_run(source, run, None if job.method == ZEROSHOT else cfg)
+        outcome = "reused"
+        detail = f"copied from {source}"
     elif job.method == ZEROSHOT:
         run_zeroshot(cfg, run)
         outcome = "done"
@@ -155,7 +161,7 @@ def _run_claimed_job(
             notes.append(f"{len(s.targets) - cached} target(s) evaluated")
         notes.append(f"targets mean {sum(accs) / len(accs):.2f}")
     detail_txt = f", {detail}" if outcome != "skipped" and detail else ""
-    what = {"done": "done", "resumed": "resumed", "skipped": "skipped (finished)"}[outcome]
+    what = {"done": "done", "resumed": "resumed", "skipped": "skipped (finished)", "reused": "reused"}[outcome]
     extra = f" [{'; '.join(notes)}]" if notes else ""
     echo(
         f"{prefix}[{job.index + 1}/{total}] {s.protocol} {job.name}: {what}{detail_txt} in {time.time() - t0:.1f} s "
@@ -166,7 +172,7 @@ def _run_claimed_job(
 
 def run_jobs(s: SweepSettings, jobs: list[Job], total: int, echo: Echo, prefix: str = "") -> dict[str, int]:
     """Run jobs in order (a worker's share); returns counts per outcome."""
-    counts = {"done": 0, "resumed": 0, "skipped": 0}
+    counts = dict.fromkeys(OUTCOMES, 0)
     restarted: set[str] = set()
     for job in jobs:
         counts[run_job(s, job, restarted, total, echo, prefix)] += 1
@@ -182,6 +188,9 @@ def describe_plan(s: SweepSettings, jobs: list[Job], workers: int) -> list[str]:
         what = {"new": "run", "finished": "skip (finished)", "resume": "resume", "restart": "restart"}.get(
             state, state
         )
+        source = reusable_run(s, j) if state in ("new", "resume", "restart") else None
+        if source is not None:
+            what, detail = "reuse", f"copy of {source}"
         info = []
         if j.method != ZEROSHOT:
             info.append(f"{s.epochs_for(j.dataset, j.shots)} epochs")
@@ -206,13 +215,31 @@ def default_workers(device: str) -> int:
     return max(1, torch.cuda.device_count())
 
 
-def run_sweep(s: SweepSettings, gpus: int | None = None, dry_run: bool = False, echo: Echo = print) -> dict:
-    """Plan, check and run the sweep (in this process, or one worker process per GPU)."""
+def prepare_sweep(s: SweepSettings, echo: Echo, local: bool = True) -> list[Job]:
+    """Check the settings and the output folder and plan the jobs (printing which stage-1 methods were added);
+    `local` false: the jobs run elsewhere (a cluster), so this machine needs no GPU."""
     from subpt.runs import check_output_folder
 
-    validate(s)
+    validate(s, local=local)
     check_output_folder(Path(s.out))
-    methods, added = expand_methods(s.methods)
+    _, added = expand_methods(s.methods)
+    if added:
+        echo(f"note: added {', '.join(added)}: SubPT builds its basis from that run of the same seed")
+    return plan_jobs(s)
+
+
+def summary_line(s: SweepSettings, jobs: list[Job], counts: dict[str, int], seconds: float) -> str:
+    """The sweep's last line: jobs and outcomes."""
+    reused = f", {counts['reused']} reused from another protocol's folder" if counts.get("reused") else ""
+    return (
+        f"{len(jobs)} jobs in {seconds:.0f} s: {counts['done']} done, {counts['resumed']} resumed, "
+        f"{counts['skipped']} skipped{reused}. Table: subpt table {s.protocol_dir}"
+    )
+
+
+def run_sweep(s: SweepSettings, gpus: int | None = None, dry_run: bool = False, echo: Echo = print) -> dict:
+    """Plan, check and run the sweep (in this process, or one worker process per GPU)."""
+    validate(s)
     jobs = plan_jobs(s)
     workers = default_workers(s.device) if gpus is None else gpus
     if workers < 1:
@@ -223,8 +250,7 @@ def run_sweep(s: SweepSettings, gpus: int | None = None, dry_run: bool = False, 
         if workers > torch.cuda.device_count():
             raise SubptError(f"--gpus {workers}: only {torch.cuda.device_count()} CUDA GPU(s) are visible")
     workers = min(workers, len(group_jobs(jobs)))
-    if added:
-        echo(f"note: added {', '.join(added)}: SubPT builds its basis from that run of the same seed")
+    jobs = prepare_sweep(s, echo)
     if dry_run:
         for line in describe_plan(s, jobs, workers):
             echo(line)
@@ -236,10 +262,7 @@ def run_sweep(s: SweepSettings, gpus: int | None = None, dry_run: bool = False, 
         counts = run_jobs(s, jobs, len(jobs), echo)
     else:
         counts = _run_workers(s, workers)
-    echo(
-        f"{len(jobs)} jobs in {time.time() - t0:.0f} s: {counts['done']} done, {counts['resumed']} resumed, "
-        f"{counts['skipped']} skipped. Table: subpt table {s.protocol_dir}"
-    )
+    echo(summary_line(s, jobs, counts, time.time() - t0))
     return {"jobs": len(jobs), "workers": workers, **counts}
 
 
@@ -267,7 +290,7 @@ def _run_workers(s: SweepSettings, workers: int) -> dict[str, int]:
                 f"sweep worker {i} failed (exit code {rc}; its error is printed above); finished runs are kept: "
                 "run the same command again to resume"
             )
-        counts = {"done": 0, "resumed": 0, "skipped": 0}
+        counts = dict.fromkeys(OUTCOMES, 0)
         for i in range(workers):
             for k, v in json.loads(_counts_path(plan, i).read_text()).items():
                 counts[k] += v

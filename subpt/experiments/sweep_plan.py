@@ -11,7 +11,9 @@ job ever planned there, so `subpt table` can show the ones that are missing.
 
 A run is finished when subpt.runs says so (every epoch done, the last evaluated) with the same settings
 and basis content; finished runs are skipped, an interrupted one resumes from ckpt/last.pt (or restarts
-when there is none). `subpt.experiments.sweep` runs the plan.
+when there is none), and a run that another protocol's folder under the same OUT holds, finished with the same
+settings (the transfer protocols' ImageNet runs), is copied instead of trained again (`reusable_run`).
+`subpt.experiments.sweep` runs the plan, here or (`subpt.experiments.launcher`) as cluster jobs.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class SweepSettings:
     device: str = "cpu"
     epochs: int | None = None  # None: the protocol's default for (dataset, shots)
     n_ctx: int = 16
+    aug_views: int | None = None  # None: the model's default (subpt.config.default_aug_views)
     t_early: int | None = None  # None: the reference value for the shots
     rank: int | None = None
     targets: list[str] = field(default_factory=list)  # transfer protocols
@@ -150,8 +153,9 @@ def expand_methods(methods: list[str]) -> tuple[list[str], list[str]]:
     return [m for m in METHODS if m in chosen], added
 
 
-def validate(s: SweepSettings) -> None:
-    """Check the settings before anything runs or is written."""
+def validate(s: SweepSettings, local: bool = True) -> None:
+    """Check the settings before anything runs or is written (`local` false: the runs go to a cluster, so a CUDA
+    sweep needs no GPU here)."""
     from subpt.data.catalogue import dataset_names, needs_root
 
     spec = s.spec
@@ -177,9 +181,11 @@ def validate(s: SweepSettings) -> None:
         raise SubptError(f"--shots must be at least 1, got {s.shots}")
     if s.epochs is not None and s.epochs < 1:
         raise SubptError(f"--epochs must be at least 1, got {s.epochs}")
+    if s.aug_views is not None and s.aug_views < 0:
+        raise SubptError(f"--aug-views must be 0 (the test view only) or a number of views such as 16, got {s.aug_views}")
     if s.embedded_options and all(needs_root(d) for d in [*s.datasets, *s.targets]):
         raise SubptError("the embedded-world options (--cue, --noise, --n-classes, ...) apply to the embedded world only")
-    if s.device.startswith("cuda"):
+    if s.device.startswith("cuda") and local:
         import torch
 
         if not torch.cuda.is_available():
@@ -245,10 +251,11 @@ def job_config(s: SweepSettings, job: Job) -> Any:
         device=device,
     )
     if job.method == ZEROSHOT:  # training settings left at their defaults: they do not change zero-shot numbers
-        return TrainConfig(**common)
+        return TrainConfig(**common, aug_views=0)  # zero-shot sees no training view
     return TrainConfig(
         **common,
         n_ctx=s.n_ctx,
+        aug_views=s.aug_views,
         epochs=s.epochs_for(job.dataset, job.shots),
         nfl=job.method in NFL_METHODS,
         nfl_names=spec.nfl_names,
@@ -292,6 +299,84 @@ def run_state(s: SweepSettings, job: Job) -> tuple[str, str]:
     if runs.can_resume(run, cfg):
         return "resume", f"from epoch {done}/{cfg.epochs}"
     return "restart", f"interrupted at epoch {done}/{cfg.epochs}"
+
+
+def sibling_runs(s: SweepSettings, job: Job) -> list[Path]:
+    """The same job's folders in the sweep's other protocol folders (OUT/<other>/<dataset>/shots<K>/seed<S>/<m>)
+    that hold a run: the transfer protocols (and few-shot ImageNet) train the very same source runs."""
+    from subpt import runs
+
+    return [p for p in _sibling_paths(s, job) if runs.holds_run(p)]
+
+
+def _sibling_paths(s: SweepSettings, job: Job) -> list[Path]:
+    from subpt.experiments.protocols import PROTOCOLS
+
+    rel = Path(job.run_dir).relative_to(s.protocol_dir)
+    return [Path(s.out) / name / rel for name in PROTOCOLS if name != s.protocol]
+
+
+def reusable_run(s: SweepSettings, job: Job) -> Path | None:
+    """A finished run of another protocol's folder with this job's settings (the basis file's content included),
+    which this job can copy instead of training it again; None when there is none."""
+    from subpt import runs
+
+    cfg = job_config(s, job)
+    for src in sibling_runs(s, job):
+        try:
+            saved, marker = runs.read_run_config(src)
+            if (marker == ZEROSHOT) != (job.method == ZEROSHOT) or _material(saved.to_dict()) != _material(
+                cfg.to_dict()
+            ):
+                continue
+            if job.method == ZEROSHOT:
+                if runs.has_zeroshot(src):
+                    return src
+                continue
+            if not runs.is_finished(runs.read_metrics(src), cfg.epochs):
+                continue
+        except SubptError:  # a damaged folder elsewhere is that sweep's business, not a reason to stop this one
+            continue
+        if cfg.basis and runs.saved_stamp(src).get("basis_sha256") != cfg.basis_sha256():
+            continue
+        return src
+    return None
+
+
+def basis_window(path: Path) -> tuple[str | None, int | None]:
+    """(window, rank) a basis file was built with; (None, None) when it cannot be read."""
+    from gradflow.subspace import Basis
+
+    try:
+        meta = Basis.load(path).metadata
+    except Exception:
+        return None, None
+    return meta.get("window"), meta.get("rank")
+
+
+def reusable_basis(s: SweepSettings, job: Job, plan: BasisPlan) -> Path | None:
+    """Another protocol folder's basis file for this SubPT job that this job can copy instead of building it: same
+    window and rank, built from a stage-1 run whose context after every epoch of the window equals this job's
+    stage-1 run's (it was copied from there, see reusable_run); None when there is none."""
+    import torch
+
+    from subpt import runs
+
+    ours = Path(job.run_dir).parent / STAGE1[job.method]
+    for sibling in _sibling_paths(s, job):
+        theirs = sibling.parent / STAGE1[job.method]
+        candidate = sibling.parent / basis_path(job).name
+        if not candidate.is_file() or basis_window(candidate) != (plan.window, plan.rank):
+            continue
+        try:
+            same = all(
+                torch.equal(runs.load_ctx(ours, e)[0], runs.load_ctx(theirs, e)[0]) for e in range(plan.lo, plan.hi + 1)
+            )
+        except SubptError:
+            continue
+        if same:
+            return candidate
+    return None
 
 
 def check_conflicts(s: SweepSettings, jobs: list[Job]) -> None:

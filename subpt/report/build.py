@@ -129,13 +129,6 @@ def _model_sections(
         for sec in ("context", "classes", "cue"):
             rep.note(sec, f"the model of {run.path / 'config.json'} could not be loaded: {e}")
         return
-    if cfg.pretrained == "random":
-        for sec in ("context", "classes", "cue"):
-            rep.note(
-                sec,
-                "the run's model has random weights (--pretrained random), drawn anew on every load: this section "
-                "describes the model loaded now, which may differ from the one trained",
-            )
     have = saved_epochs(run.path, store)
     if opts.decode_epochs:
         chosen = [(e, "chosen") for e in opts.decode_epochs]

@@ -33,17 +33,17 @@ SPLIT_LABELS = {
 
 
 class Backbones:
-    """Backbones loaded once per (model, pretrained, device) for all runs of a report."""
+    """Backbones loaded once per (model, weights) for all runs of a report (random weights: per seed)."""
 
     def __init__(self, device: str = "cpu"):
         self.device = device
-        self._cache: dict[tuple[str, str], Backbone] = {}
+        self._cache: dict[tuple[str, str, int | None], Backbone] = {}
 
     def get(self, cfg: TrainConfig) -> Backbone:
         """The frozen CLIP the run was trained with."""
-        key = (cfg.model, cfg.pretrained)
+        key = (cfg.model, cfg.pretrained, cfg.seed if cfg.pretrained == "random" else None)
         if key not in self._cache:
-            self._cache[key] = load_backbone(cfg.model, cfg.pretrained, self.device)
+            self._cache[key] = load_backbone(cfg.model, cfg.pretrained, self.device, seed=cfg.seed)
         return self._cache[key]
 
 
@@ -205,7 +205,7 @@ def analyse_classes(
 ) -> ClassAnalysis:
     """Per-class accuracy of `ctx` and of zero-shot (the dataset's template) on the base and novel test
     classes, and, when the task has the cue splits, accuracy with the cue absent and flipped."""
-    splits = splits or prepare_data(cfg, backbone, progress=progress)
+    splits = splits or prepare_data(cfg, backbone, progress=progress, augment=False)
     learner = learner_with_ctx(backbone, splits.base.classnames, cfg, ctx, f"epoch {epoch}")
     scale = backbone.model.logit_scale
     template = splits.task.template
