@@ -62,6 +62,9 @@ def train(
     lr: float = typer.Option(T("lr"), help="SGD learning rate (cosine schedule)."),
     weight_decay: float = typer.Option(T("weight_decay"), "--weight-decay"),
     warmup_epochs: int = typer.Option(T("warmup_epochs"), "--warmup-epochs"),
+    method: str = typer.Option(T("prompt_method"), "--method", help="coop, kgcoop or prograd (docs/baselines.md)."),
+    method_lambda: float = typer.Option(
+        T("method_lambda"), "--method-lambda", help="Weight of the method's own term (default: KgCoOp 8, ProGrad 1)."),
     basis: str = typer.Option(T("basis"), "--basis", help="SubPT: project every gradient onto this basis file."),
     nfl: bool = typer.Option(T("nfl"), "--nfl", help="Add the Novel Feature Learner loss."),
     nfl_names: str = typer.Option(T("nfl_names"), "--nfl-names", help="'novel', 'imagenet100', or a file of class names."),
@@ -78,7 +81,7 @@ def train(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out."),
     as_json: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
 ) -> None:
-    """Train a prompt: CoOp, or SubPT with --basis, each optionally with --nfl."""
+    """Train a prompt: CoOp, KgCoOp or ProGrad (--method), SubPT of any of them with --basis, optionally with --nfl."""
     from subpt.config import TrainConfig
     from subpt.summary import print_run_summary
     from subpt.train import train as run_train
@@ -87,7 +90,8 @@ def train(
         dataset=dataset, root=root, dataset_options=task_options, model=model,
         pretrained=pretrained, shots=shots, seed=seed, subsample=subsample, n_ctx=n_ctx, ctx_init=ctx_init,
         csc=csc, class_token_position=class_token_position, epochs=epochs, batch_size=batch_size, lr=lr,
-        weight_decay=weight_decay, warmup_epochs=warmup_epochs, basis=basis, nfl=nfl, nfl_names=nfl_names,
+        weight_decay=weight_decay, warmup_epochs=warmup_epochs, prompt_method=method, method_lambda=method_lambda,
+        basis=basis, nfl=nfl, nfl_names=nfl_names,
         nfl_lambda=nfl_lambda, record_grads=record, record_every=record_every, record_dtype=record_dtype, device=device,
         precision=precision, text_chunk=text_chunk, aug_views=aug_views,
     )

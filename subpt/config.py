@@ -19,6 +19,8 @@ from subpt.errors import SubptError
 PRECISIONS = ("fp32", "bf16", "fp16")
 STAMP_KEYS = ("_hash", "_basis_sha256")  # written by TrainConfig.save next to the settings, not settings
 SUBSAMPLES = ("base", "all")
+# The prompt-learning method of `subpt train --method` (docs/baselines.md): its display name and its default lambda.
+PROMPT_METHODS = {"coop": ("CoOp", None), "kgcoop": ("KgCoOp", 8.0), "prograd": ("ProGrad", 1.0)}
 POSITIONS = ("end", "middle", "front")
 # Augmented training views per image (docs/method.md, "Training views"): CoOp's random resized crop and flip,
 # K views per training image computed once and cached. 16 for real CLIP models; 0 (the test view only) for the
@@ -103,6 +105,9 @@ class TrainConfig:
     weight_decay: float = 5e-4
     warmup_epochs: int = 1
     warmup_lr: float = 1e-5
+    # the prompt-learning method (docs/baselines.md) and the weight of its own term (None: its paper's default)
+    prompt_method: str = "coop"
+    method_lambda: float | None = None
     # SubPT and NFL
     basis: str | None = None
     nfl: bool = False
@@ -158,6 +163,7 @@ class TrainConfig:
     def validate(self) -> None:
         """Raise a one-line SubptError for any impossible setting, before anything is written."""
         self.prompt_config().validate()
+        self.validate_method()
         for name in ("lr", "momentum", "weight_decay", "warmup_lr", "nfl_lambda"):
             if not math.isfinite(getattr(self, name)):
                 raise SubptError(f"--{name.replace('_', '-')} must be a finite number, got {getattr(self, name)}")
@@ -193,10 +199,38 @@ class TrainConfig:
         if self.precision != "fp32" and self.device == "cpu" and self.precision == "fp16":
             raise SubptError("--precision fp16 needs a GPU (--device cuda); use bf16 or fp32 on the CPU")
 
+    def validate_method(self) -> None:
+        """Raise a one-line SubptError for an unknown --method, a bad --method-lambda or a refused combination."""
+        if self.prompt_method not in PROMPT_METHODS:
+            raise SubptError(f"--method must be one of {', '.join(PROMPT_METHODS)}, got {self.prompt_method!r}")
+        lam = self.method_lambda
+        if lam is not None:
+            if self.prompt_method == "coop":
+                raise SubptError("--method-lambda weighs a baseline's own term; CoOp has none: drop it or pick --method")
+            if not math.isfinite(lam) or lam < 0:
+                raise SubptError(f"--method-lambda must be a finite non-negative number, got {lam}")
+        if self.prompt_method == "prograd":
+            if self.nfl:
+                raise SubptError("--method prograd cannot be combined with --nfl: ProGrad's rule is defined on the "
+                                 "cross-entropy gradient alone (docs/baselines.md); use --method coop or kgcoop with --nfl")
+            if self.precision == "fp16":
+                raise SubptError("--method prograd needs --precision fp32 or bf16: its KL gradient is not loss-scaled")
+
+    @property
+    def method_weight(self) -> float:
+        """The weight of the method's own term: --method-lambda, or its paper's default (0 for CoOp)."""
+        if self.method_lambda is not None:
+            return float(self.method_lambda)
+        return float(PROMPT_METHODS.get(self.prompt_method, ("", None))[1] or 0.0)
+
     @property
     def method(self) -> str:
-        """Human-readable method name: CoOp, SubPT, CoOp+NFL or SubPT+NFL."""
-        name = "SubPT" if self.basis else "CoOp"
+        """Human-readable method name: CoOp, SubPT, CoOp+NFL, SubPT+NFL; KgCoOp, SubPT(KgCoOp)+NFL, ProGrad, ..."""
+        base = PROMPT_METHODS.get(self.prompt_method, (self.prompt_method, None))[0]
+        if self.basis:
+            name = "SubPT" if self.prompt_method == "coop" else f"SubPT({base})"
+        else:
+            name = base
         return name + ("+NFL" if self.nfl else "")
 
     def to_dict(self) -> dict[str, Any]:
@@ -216,6 +250,8 @@ class TrainConfig:
         """Hash of everything that changes the numbers: not where the data lives nor the device it runs on, but
         the basis file's content, not only its path."""
         d = {k: v for k, v in self.to_dict().items() if k not in ("root", "device")}
+        if d["prompt_method"] == "coop" and d["method_lambda"] is None:  # runs from before --method keep their hash
+            del d["prompt_method"], d["method_lambda"]
         if d.get("aug_views") == 0:  # the test view only: hashes as runs did before --aug-views existed
             d.pop("aug_views")
         if self.basis:

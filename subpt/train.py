@@ -1,4 +1,4 @@
-"""The training loop of CoOp, SubPT and NFL on cached image features, read top to bottom.
+"""The training loop of CoOp, KgCoOp, ProGrad, SubPT and NFL on cached image features, read top to bottom.
 
 The run folder it writes is described (and read back) by `subpt.runs`. Nothing in the library imports
 this module: the commands (cli/) and the experiments (subpt.experiments) call `train`.
@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from gradflow.recorder import GradientRecorder
 from subpt import runs
 from subpt.backbone import Backbone, load_backbone
+from subpt.baselines import KgCoOpTerm, ProGradRule, kl_from_zero_shot, method_terms
 from subpt.config import TrainConfig
 from subpt.crashpoints import crash_point
 from subpt.distributed import DistContext, init_from_env
@@ -97,6 +98,8 @@ def backward_step(
     cfg: TrainConfig,
     scaler: torch.amp.GradScaler,
     world: int = 1,
+    kg: KgCoOpTerm | None = None,
+    kl_to: torch.Tensor | None = None,
 ) -> tuple[float, int]:
     """Backpropagate this process' share of one batch's loss into ctx.grad; returns (loss share, correct).
 
@@ -107,6 +110,10 @@ def backward_step(
     the same gradient, with memory bounded by one chunk of classes. Where the prompts share their
     `[SOS] ctx` prefix (`PromptLearner.shares_prefix`), it is encoded once per pass, for the classes and the
     NFL names alike.
+
+    KgCoOp (`kg`) adds `cfg.method_weight * kg.loss_from_features(text) / world`, as NFL adds its term. With `kl_to`
+    (ProGrad's zero-shot text features) the loss is instead the KL divergence from the zero-shot predictions, the
+    share of this process' images, and nothing else: its gradient is ProGrad's g_kl.
     """
     device = x.device
     scale = learner.backbone.model.logit_scale
@@ -115,9 +122,13 @@ def backward_step(
 
     def objective(text: torch.Tensor, student: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         logits = classify(x, text, scale)
+        if kl_to is not None:
+            return kl_from_zero_shot(logits, classify(x, kl_to, scale), batch_total), logits
         loss = F.cross_entropy(logits, y, reduction="sum") / batch_total
         if nfl is not None:
             loss = loss + cfg.nfl_lambda * nfl.loss_from_features(student) / world
+        if kg is not None:
+            loss = loss + cfg.method_weight * kg.loss_from_features(text) / world
         return loss, logits
 
     if chunk is None:
@@ -175,6 +186,8 @@ class TrainingRun:
     step: int
     metrics: list[dict]
     lock: runs.RunLock | None = None  # rank 0's hold on the run folder's writer lock
+    kg: KgCoOpTerm | None = None  # --method kgcoop
+    prograd: ProGradRule | None = None  # --method prograd
 
 
 def start_run(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, progress: bool) -> TrainingRun:
@@ -204,6 +217,7 @@ def start_run(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, pr
     nfl = None
     if cfg.nfl:
         nfl = NovelFeatureLearner(learner, resolve_names(cfg.nfl_names, splits.task), teacher_templates(splits.task))
+    kg, prograd = method_terms(cfg, learner, splits.task.template)
     lock = runs.lock_run_dir(run_dir) if dctx.is_main else None  # held until train() ends
     try:
         if lock is not None:  # again, under the lock: another writer may have finished in the meantime
@@ -233,7 +247,7 @@ def start_run(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, pr
         if last is None:
             recorder.snapshot(step=0, epoch=0)
         return TrainingRun(cfg, run_dir, dctx, device, splits, learner, projector, nfl, optimizer, scaler, recorder,
-                           start_epoch, step, metrics, lock)
+                           start_epoch, step, metrics, lock, kg, prograd)
     except BaseException:
         if lock is not None:
             lock.close()
@@ -256,16 +270,20 @@ def _write_start(cfg: TrainConfig, run_dir: Path, backbone: Backbone, splits: Sp
     return metrics
 
 
-def optimizer_step(run: TrainingRun, epoch: int, lr: float, loss: float) -> None:
+def optimizer_step(run: TrainingRun, epoch: int, lr: float, loss: float, g_kl: torch.Tensor | None = None) -> None:
     """Turn the all-reduced gradient in ctx.grad into one optimiser step, recording it on the way.
 
     The order is the method: (1) unscale the fp16 loss scaling, so the gradient is the true one; (2) add the
     weight decay to the gradient (the optimiser has none), so that SubPT's projection confines it too;
     (3) record the gradient (gradflow analyses the raw gradient flow, before any projection); (4) project it
-    onto span(U) (SubPT); (5) step.
+    onto span(U) (SubPT); (5) step. ProGrad's rule (1b) acts on the all-reduced CE gradient and `g_kl` before (2):
+    it is defined on the loss gradients, the optimiser's weight decay comes after it, as in its reference.
     """
     ctx = run.learner.ctx
     run.scaler.unscale_(run.optimizer)  # (1)
+    if run.prograd is not None and g_kl is not None:  # (1b)
+        with torch.no_grad():
+            ctx.grad = run.prograd.apply(ctx.grad, g_kl)
     with torch.no_grad():
         ctx.grad = ctx.grad.float().add_(ctx.detach(), alpha=run.cfg.weight_decay)  # (2)
     run.step += 1
@@ -291,12 +309,17 @@ def train_epoch(run: TrainingRun, epoch: int) -> dict:
         idx = order[start : start + cfg.batch_size]
         mine = idx[dctx.rank :: dctx.world]
         run.optimizer.zero_grad(set_to_none=True)
+        g_kl = None
+        if run.prograd is not None:  # ProGrad's g_kl first, all-reduced apart: its rule needs both whole gradients
+            backward_step(run.learner, feats[mine], labels[mine], idx.numel(), None, cfg, run.scaler, dctx.world,
+                          kl_to=run.prograd.zero_shot)
+            g_kl, ctx.grad = dctx.all_reduce_(ctx.grad), None
         loss, correct = backward_step(run.learner, feats[mine], labels[mine], idx.numel(), run.nfl, cfg, run.scaler,
-                                      dctx.world)
+                                      dctx.world, kg=run.kg)
         dctx.all_reduce_(ctx.grad)
         batch_stats = dctx.all_reduce_(torch.tensor([loss, correct], dtype=torch.float64, device=device))
         totals += batch_stats * torch.tensor([idx.numel(), 1.0], dtype=torch.float64, device=device)
-        optimizer_step(run, epoch, lr, float(batch_stats[0]))
+        optimizer_step(run, epoch, lr, float(batch_stats[0]), g_kl)
     record = {"epoch": epoch + 1, "step": run.step, "loss": float(totals[0]) / n, "lr": lr,
               "train_acc": 100.0 * float(totals[1]) / n}
     if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
