@@ -54,6 +54,16 @@ class PrefixState:
             torch.autograd.backward([t for t, _ in pairs], [g for _, g in pairs])
 
 
+def pool_and_project(model: nn.Module, hidden: torch.Tensor, eos_idx: torch.Tensor) -> torch.Tensor:
+    """The text tower's head: final LayerNorm, the hidden state at each sequence's EOS, text projection."""
+    x = model.ln_final(hidden)
+    x = x[torch.arange(x.shape[0], device=x.device), eos_idx]
+    proj = model.text_projection
+    if proj is None:
+        return x
+    return proj(x) if isinstance(proj, nn.Linear) else x @ proj
+
+
 def _is_causal_mask(mask: torch.Tensor) -> bool:
     """Whether `mask` is open_clip's additive causal mask (-inf above the diagonal, 0 elsewhere)."""
     if mask.dim() != 2 or mask.shape[0] != mask.shape[1]:
@@ -155,9 +165,4 @@ def encode_suffixes(
             "nhqk,nkhd->nqhd", weights[..., start:], v
         )
         x = _ffn(block, x, attended)
-    x = model.ln_final(x)
-    x = x[torch.arange(x.shape[0], device=x.device), eos_idx]
-    proj = model.text_projection
-    if proj is None:
-        return x
-    return proj(x) if isinstance(proj, nn.Linear) else x @ proj
+    return pool_and_project(model, x, eos_idx)

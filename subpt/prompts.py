@@ -22,7 +22,13 @@ from torch import nn
 from subpt.backbone import Backbone
 from subpt.config import PromptConfig
 from subpt.errors import SubptError
-from subpt.prefix_share import PrefixState, encode_prefix, encode_suffixes, prefix_sharing_blocker
+from subpt.prefix_share import (
+    PrefixState,
+    encode_prefix,
+    encode_suffixes,
+    pool_and_project,
+    prefix_sharing_blocker,
+)
 
 PLACEHOLDER = "X"
 def encode_token_embeddings(
@@ -33,13 +39,7 @@ def encode_token_embeddings(
     length = int(eos_idx.max().item()) + 1 if truncate and model.attn_mask is not None else x.shape[1]
     x = x[:, :length].to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
     mask = model.attn_mask[:length, :length] if model.attn_mask is not None else None
-    x = model.transformer(x, attn_mask=mask)
-    x = model.ln_final(x)
-    x = x[torch.arange(x.shape[0], device=x.device), eos_idx]
-    proj = model.text_projection
-    if proj is None:
-        return x
-    return proj(x) if isinstance(proj, nn.Linear) else x @ proj
+    return pool_and_project(model, model.transformer(x, attn_mask=mask), eos_idx)
 
 
 def eos_positions(model: nn.Module, tokens: torch.Tensor) -> torch.Tensor:

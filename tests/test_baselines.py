@@ -6,15 +6,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 import torch.nn.functional as F
+from kill_resume import train_full_and_killed
 
 from gradflow.subspace import Basis
 from gradflow.trajectory import TrajectoryStore
@@ -238,31 +237,7 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path, method):
         "--method",
         method,
     ]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "subpt._cli.subpt_app", "train", *args]
-    subprocess.run(
-        [*cmd, "--out", str(tmp_path / "full"), "--json"], check=True, env=env, capture_output=True
-    )
-    proc = subprocess.Popen(
-        [*cmd, "--out", str(tmp_path / "killed"), "--json"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    target = tmp_path / "killed" / "ckpt" / "ctx_003.pt"
-    deadline = time.time() + 120
-    while not target.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done = len(read_metrics(tmp_path / "killed"))
-    assert 2 <= done < 10, f"the kill came too late to test anything ({done} epochs done)"
-    subprocess.run(
-        [*cmd, "--out", str(tmp_path / "killed"), "--resume", "--json"],
-        check=True,
-        env=env,
-        capture_output=True,
-    )
+    train_full_and_killed(tmp_path, args, epochs=10, env={"OMP_NUM_THREADS": "1"})
     assert json.loads((tmp_path / "killed" / "config.json").read_text())["prompt_method"] == method
     strip = lambda ms: [{k: v for k, v in m.items() if k != "seconds"} for m in ms]  # noqa: E731
     assert strip(read_metrics(tmp_path / "full")) == strip(read_metrics(tmp_path / "killed"))

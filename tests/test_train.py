@@ -5,13 +5,12 @@ from __future__ import annotations
 import json
 import math
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
+from kill_resume import train_full_and_killed
 
 from gradflow.trajectory import TrajectoryStore
 from subpt.config import TrainConfig
@@ -92,21 +91,7 @@ def test_resume_after_stop_is_bit_identical(tmp_path):
 def test_resume_after_sigkill_is_bit_identical(tmp_path):
     """A real process killed mid-run with SIGKILL resumes and ends exactly like an uninterrupted run."""
     args = ["--dataset", "world-color-shape-36", "--shots", "8", "--n-ctx", "4", "--epochs", "12", "--record"]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "subpt._cli.subpt_app", "train", *args]
-    subprocess.run([*cmd, "--out", str(tmp_path / "full"), "--json"], check=True, env=env, capture_output=True)
-    proc = subprocess.Popen([*cmd, "--out", str(tmp_path / "killed"), "--json"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    target = tmp_path / "killed" / "ckpt" / "ctx_003.pt"
-    deadline = time.time() + 120
-    while not target.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    done = len(read_metrics(tmp_path / "killed"))
-    # The kill lands after ctx_003.pt: before or after last.pt and the epoch's metrics line are written.
-    assert 2 <= done < 12, f"the kill came too late to test anything ({done} epochs done)"
-    subprocess.run([*cmd, "--out", str(tmp_path / "killed"), "--resume", "--json"], check=True, env=env, capture_output=True)
+    train_full_and_killed(tmp_path, args, epochs=12)
     a = torch.load(tmp_path / "full" / "ckpt" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "killed" / "ckpt" / "last.pt", weights_only=True)
     assert a["epoch"] == b["epoch"] == 12 and torch.equal(a["ctx"], b["ctx"])
