@@ -49,6 +49,21 @@ def feature_key(backbone: Backbone, task: TaskData, items: list[Item]) -> str:
 
 
 @torch.no_grad()
+def load_cached(path: Path, keys: tuple[str, ...]) -> dict | None:
+    """The tensors saved in a cache entry, or None when it is absent; a damaged entry (unreadable or missing one of
+    `keys`) is deleted so that it is recomputed."""
+    if not path.is_file():
+        return None
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        if all(k in blob for k in keys):
+            return blob
+    except Exception:
+        pass
+    path.unlink(missing_ok=True)
+    return None
+
+
 def image_features(
     backbone: Backbone,
     task: TaskData,
@@ -63,12 +78,9 @@ def image_features(
     key = feature_key(backbone, task, items)
     path = cache_dir() / "features" / f"{task.name}-{split}-{key}.pt"
     device = backbone.device
-    if use_cache and path.is_file():
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-            return blob["features"].to(device), blob["labels"].to(device)
-        except Exception:
-            path.unlink(missing_ok=True)  # a damaged cache entry is recomputed
+    blob = load_cached(path, ("features", "labels")) if use_cache else None
+    if blob is not None:
+        return blob["features"].to(device), blob["labels"].to(device)
     labels = torch.tensor([it.label for it in items], dtype=torch.long)
     loader = DataLoader(_Images(items, task, backbone.preprocess), batch_size=batch_size, num_workers=num_workers)
     feats = []
@@ -170,12 +182,9 @@ def augmented_features(
     key = views_key(backbone, task, items, views, seed)
     path = cache_dir() / "features" / f"{task.name}-train-aug{views}-{key}.pt"
     device = backbone.device
-    if use_cache and path.is_file():
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-            return blob["views"].to(device), blob["labels"].to(device)
-        except Exception:
-            path.unlink(missing_ok=True)  # a damaged cache entry is recomputed
+    blob = load_cached(path, ("views", "labels")) if use_cache else None
+    if blob is not None:
+        return blob["views"].to(device), blob["labels"].to(device)
     labels = torch.tensor([it.label for it in items], dtype=torch.long)
     if progress and items:
         tqdm.write(f"{task.name}/train: {views_cost(len(items), views)}", file=sys.stderr)

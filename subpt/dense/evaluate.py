@@ -46,7 +46,7 @@ from subpt.dense.proposals import Proposals, propose
 from subpt.dense.settings import THRESHOLD, CropSettings, ProposalParams
 from subpt.embedded.scenes import BACKGROUND, Scene, SceneClasses
 from subpt.errors import SubptError
-from subpt.features import cache_dir
+from subpt.features import cache_dir, load_cached
 
 NMS_IOU = 0.5
 MAX_DETECTIONS = 100
@@ -131,14 +131,11 @@ def region_features(
     crops.validate()
     path = cache_dir() / "dense" / f"regions-{key}.pt" if key else None
     counts = [len(p) for p in proposals]
-    if path is not None and path.is_file():
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-            if blob["counts"].tolist() == counts:
-                return _split(blob["box"], counts), _split(blob["mask"], counts)
-        except Exception:
-            pass
-        path.unlink(missing_ok=True)  # damaged or stale: recompute
+    blob = load_cached(path, ("counts", "box", "mask")) if path is not None else None
+    if blob is not None:
+        if blob["counts"].tolist() == counts:
+            return _split(blob["box"], counts), _split(blob["mask"], counts)
+        path.unlink(missing_ok=True)  # stale: recompute
     mean = tower_mean(backbone)
     device = backbone.device
     feats: dict[str, list[torch.Tensor]] = {"box": [], "mask": []}
