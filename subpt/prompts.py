@@ -276,3 +276,26 @@ class PromptLearner(nn.Module):
                 parts.append(encode_token_embeddings(model, x, prompts.eos_idx[sub], truncate=truncate))
         feats = parts[0] if len(parts) == 1 else torch.cat(parts)
         return F.normalize(feats.float(), dim=-1)
+
+    def joint_text_features(
+        self, prompt_sets: Sequence[ClassPrompts | None], prefix: PrefixState | None = None
+    ) -> list[torch.Tensor]:
+        """`text_features` of several sets of names (None: the training classes), one tensor per set.
+
+        Where every set shares the prefix, all their suffixes run through the text tower as one batch (one pass
+        instead of one per set: the training classes and NFL's names in a step); elsewhere each set is encoded
+        on its own. Equal to calling `text_features` per set.
+        """
+        sets = [p or self.class_prompts for p in prompt_sets]
+        if len(sets) < 2 or not all(self.shares_prefix(p) for p in sets):
+            return [self.text_features(p, prefix=prefix) for p in sets]
+        prefix = prefix if prefix is not None else self.prefix_state(sets[0])
+        start = sets[0].prefix_len
+        if prefix.length != start or any(p.prefix_len != start for p in sets):
+            raise SubptError(f"a prefix of {prefix.length} tokens cannot prompt classes sharing {start}")
+        width = max(p.embeddings.shape[1] for p in sets)
+        suffix = torch.cat([F.pad(p.embeddings[:, start:], (0, 0, 0, width - p.embeddings.shape[1])) for p in sets])
+        eos = torch.cat([p.eos_idx for p in sets]) - start
+        feats = F.normalize(encode_suffixes(self.backbone.model, prefix, suffix, eos).float(), dim=-1)
+        return list(feats.split([p.embeddings.shape[0] for p in sets]))
+

@@ -134,8 +134,11 @@ def backward_step(
     if chunk is None:
         with _autocast(cfg, device):
             prefix = learner.prefix_state()  # the [SOS] ctx prefix, once for the classes and the NFL names
-            student = learner.text_features(nfl_prompts, prefix=prefix) if nfl is not None else None
-            loss, logits = objective(learner.text_features(prefix=prefix), student)
+            if nfl is None:
+                loss, logits = objective(learner.text_features(prefix=prefix), None)
+            else:  # the classes' and the NFL names' suffixes in one pass where they share the prefix
+                text, student = learner.joint_text_features([None, nfl_prompts], prefix=prefix)
+                loss, logits = objective(text, student)
         scaler.scale(loss).backward()
     else:
         with torch.no_grad(), _autocast(cfg, device):

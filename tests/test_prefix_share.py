@@ -270,3 +270,28 @@ def test_chunked_training_step_runs_the_prefix_once_with_autograd(tiny_backbone)
     # no-grad pass: prefix + chunks; backward pass: prefix once + the same chunks
     assert c.transformer_calls == 0
     assert c.mlp_tokens == 2 * (prefix_len + 2 * suffix_tokens)
+
+
+def test_joint_pass_equals_one_pass_per_name_set(backbone):
+    """The classes and other names (NFL's) encoded in one joint pass: the same features and ctx gradient as
+    separate passes and as full sequences, with the prefix once and one batch of suffixes through the tower."""
+    shared, full = pair(backbone, 4)
+    other = ["novel thing", "b", "another much longer novel class name than any class"]
+    w = torch.randn(len(NAMES) + len(other), backbone.embed_dim, generator=torch.Generator().manual_seed(2))
+    with Counter(backbone.model) as c:
+        text, student = shared.joint_text_features([None, shared.prompts_for(other)])
+    torch.cat([text, student]).mul(w).sum().backward()
+    ends = torch.cat([shared.class_prompts.eos_idx, shared.prompts_for(other).eos_idx])
+    assert c.mlp_tokens == 5 + (len(NAMES) + len(other)) * (int(ends.max()) + 1 - 5)
+    f_full = [full.text_features(), full.text_features(full.prompts_for(other))]
+    torch.cat(f_full).mul(w).sum().backward()
+    assert rel(text, f_full[0]) < FP32_REL and rel(student, f_full[1]) < FP32_REL
+    assert rel(shared.ctx.grad, full.ctx.grad) < FP32_REL
+
+
+def test_joint_pass_falls_back_to_one_pass_per_set_without_a_shared_prefix(tiny_backbone):
+    shared, full = pair(tiny_backbone, 4, class_token_position="front")
+    other = full.prompts_for(["blue star"])
+    got = shared.joint_text_features([None, shared.prompts_for(["blue star"])])
+    torch.testing.assert_close(got[0], full.text_features(), rtol=0, atol=0)
+    torch.testing.assert_close(got[1], full.text_features(other), rtol=0, atol=0)
