@@ -9,7 +9,8 @@ script), through the project's own code (subpt.train.train, subpt.basis_plan.run
 3. peak GPU memory of one training step with 1,000 classes, all prompts at once vs --text-chunk 100 (the same
    gradient);
 4. the CoOp epoch-time ratio of the image tower every step on fresh augmentations vs cached augmented views
-   (benchmarks/aug_views.py).
+   (benchmarks/aug_views.py);
+5. the CoOp+NFL step against the CoOp step at 100 and 1,000 classes (benchmarks/prefix_share.py's nfl_bench).
 Prints one table; exits 1 when a check fails. Sized for under 8 minutes on one GPU.
 
 Usage: python benchmarks/gpu_check.py [--device cuda] [--out DIR]
@@ -66,6 +67,7 @@ class Size:
     memory_classes: int
     chunk: int
     bench: dict
+    nfl_classes: tuple[int, ...]  # class counts of the CoOp+NFL / CoOp step ratio
 
 
 GPU = Size(
@@ -81,6 +83,7 @@ GPU = Size(
     memory_classes=1000,
     chunk=100,
     bench={"steps": 4, "batch": 32, "views": 16, "repeats": 3},
+    nfl_classes=(100, 1000),
 )
 TINY = Size(
     "subpt-tiny",
@@ -95,6 +98,7 @@ TINY = Size(
     memory_classes=60,
     chunk=16,
     bench={"steps": 1, "batch": 8, "views": 2, "repeats": 1},
+    nfl_classes=(10,),
 )
 
 
@@ -329,6 +333,32 @@ def check_speed(size: Size, device: str) -> dict:
     }
 
 
+def check_nfl_cost(size: Size, device: str) -> dict:
+    """benchmarks/prefix_share.py's CoOp+NFL step against the CoOp step, NFL with as many names as classes."""
+    sys.path.insert(0, str(HERE))
+    import prefix_share  # benchmarks/prefix_share.py
+
+    from subpt.backbone import load_backbone
+
+    t0 = time.perf_counter()
+    backbone = load_backbone(size.model, size.pretrained, device)
+    parts, ratios = [], []
+    for n in size.nfl_classes:
+        r = prefix_share.nfl_bench(backbone, n, size.bench["steps"])
+        ratios.append(r["ours_nfl"] / r["ours"])
+        parts.append(
+            f"{n} classes: x{ratios[-1]:.2f} (two passes x{r['ours_nfl_two_pass'] / r['ours']:.2f}, "
+            f"{prefix_share.NFL_FEWSHOT} names x{r['ours_nfl100'] / r['ours']:.2f})"
+        )
+    return {
+        "check": "CoOp+NFL step / CoOp step",
+        "ok": all(np.isfinite(x) and x > 0 for x in ratios),
+        "result": "; ".join(parts),
+        "seconds": time.perf_counter() - t0,
+        "ratios": ratios,
+    }
+
+
 def print_table(rows: list[dict], header: str) -> None:
     """The results as one plain-text table."""
     print(header)
@@ -380,6 +410,7 @@ def main(argv: list[str] | None = None) -> int:
     rows.append(check_torchrun(size, root, out, args.device))
     rows.append(check_memory(size, args.device))
     rows.append(check_speed(size, args.device))
+    rows.append(check_nfl_cost(size, args.device))
     device_name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "CPU"
     print_table(
         rows,

@@ -153,6 +153,29 @@ def image_batch_time(backbone: Backbone, images: torch.Tensor, steps: int) -> fl
     return median_step(step, steps, images.device)
 
 
+def nfl_bench(backbone: Backbone, n_classes: int, steps: int) -> dict:
+    """Step times of this project's CoOp and CoOp+NFL at `n_classes` classes (NFL with as many names as
+    classes, joint and in two passes, and with 100 names), on cached random image features."""
+    device = backbone.device
+    gen = torch.Generator().manual_seed(0)
+    n_img = (steps + 1) * BATCH
+    labels = torch.randint(n_classes, (n_img,), generator=gen).to(device)
+    feats = F.normalize(torch.randn(n_img, backbone.embed_dim, generator=gen), dim=-1).to(device)
+    ours = PromptLearner(backbone, [f"class number {i}" for i in range(n_classes)], PromptConfig(n_ctx=N_CTX))
+    assert ours.shares_prefix(), "the prefix-shared path does not apply to this model"
+    # NFL's extra names (METHOD.md section 4): as many as the classes in base-to-novel (the held-out half), 100
+    # ImageNet names in few-shot and domain generalisation
+    nfl = NovelFeatureLearner(ours, [f"novel class {i}" for i in range(n_classes)], ["a photo of a {}."])
+    nfl100 = NovelFeatureLearner(ours, [f"novel class {i}" for i in range(NFL_FEWSHOT)], ["a photo of a {}."])
+    return {
+        "ours": median_step(training_step(ours, feats, labels, None), steps, device),
+        "ours_nfl": median_step(training_step(ours, feats, labels, nfl), steps, device),
+        "ours_nfl_two_pass": median_step(two_pass_nfl_step(ours, feats, labels, nfl), steps, device),
+        "ours_nfl100": median_step(training_step(ours, feats, labels, nfl100), steps, device),
+        "eos": int(ours.class_prompts.eos_idx.max()),
+    }
+
+
 def bench(backbone: Backbone, n_classes: int, steps: int, ref_chunk: int | None = None) -> dict:
     """Step times of the reference, cached+truncated, ours, and ours with NFL at `n_classes` classes."""
     device = backbone.device
@@ -169,12 +192,6 @@ def bench(backbone: Backbone, n_classes: int, steps: int, ref_chunk: int | None 
         return PromptLearner(backbone, names, PromptConfig(n_ctx=N_CTX), prefix_share=share)
 
     chunk = ref_chunk if ref_chunk is not None and ref_chunk < n_classes else None
-    ours = make(True)
-    assert ours.shares_prefix(), "the prefix-shared path does not apply to this model"
-    # NFL's extra names (METHOD.md section 4): as many as the classes in base-to-novel (the held-out half), 100
-    # ImageNet names in few-shot and domain generalisation
-    nfl = NovelFeatureLearner(ours, [f"novel class {i}" for i in range(n_classes)], ["a photo of a {}."])
-    nfl100 = NovelFeatureLearner(ours, [f"novel class {i}" for i in range(NFL_FEWSHOT)], ["a photo of a {}."])
     r = {
         "reference": median_step(reference_step(make(False), images, labels, chunk), steps, device),
         "cached_truncated": median_step(
@@ -182,12 +199,8 @@ def bench(backbone: Backbone, n_classes: int, steps: int, ref_chunk: int | None 
             steps,
             device,
         ),
-        "ours": median_step(training_step(ours, feats, labels, None), steps, device),
-        "ours_nfl": median_step(training_step(ours, feats, labels, nfl), steps, device),
-        "ours_nfl_two_pass": median_step(two_pass_nfl_step(ours, feats, labels, nfl), steps, device),
-        "ours_nfl100": median_step(training_step(ours, feats, labels, nfl100), steps, device),
+        **nfl_bench(backbone, n_classes, steps),
         "image_batch": image_batch_time(backbone, images, steps),
-        "eos": int(ours.class_prompts.eos_idx.max()),
     }
     r["steps_per_epoch"] = math.ceil(n_classes * SHOTS / BATCH)
     r["ref_chunk"] = chunk

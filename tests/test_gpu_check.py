@@ -32,4 +32,5 @@ def test_gpu_check_runs_on_the_cpu(tmp_path):
     assert "backend gloo" in rows["torchrun, 1 process"]["result"]
     assert any(r["check"].startswith("60 classes, --text-chunk") for r in report["rows"])
     assert [r["ratio"] for r in report["rows"] if "ratio" in r][0] > 0
+    assert rows["CoOp+NFL step / CoOp step"]["ratios"][0] > 0
     assert "torchrun, 1 process" in done.stdout and "ok" in done.stdout
