@@ -207,10 +207,23 @@ def bench(backbone: Backbone, n_classes: int, steps: int, ref_chunk: int | None 
     return r
 
 
+def report_nfl(n_classes: int, r: dict) -> None:
+    """Print the CoOp+NFL step against the CoOp step in both NFL settings."""
+    ms = {k: 1000 * r[k] for k in ("ours", "ours_nfl", "ours_nfl_two_pass", "ours_nfl100")}
+    print(
+        f"  CoOp+NFL, {n_classes} NFL names (base-to-novel), one joint text pass: {ms['ours_nfl']:.1f} ms/step, "
+        f"x{r['ours_nfl'] / r['ours']:.2f} of the CoOp step ({ms['ours']:.1f} ms; two passes: "
+        f"{ms['ours_nfl_two_pass']:.1f} ms/step, x{r['ours_nfl_two_pass'] / r['ours']:.2f})"
+    )
+    print(
+        f"  CoOp+NFL, {NFL_FEWSHOT} NFL names (few-shot / domain generalisation), one joint text pass: "
+        f"{ms['ours_nfl100']:.1f} ms/step, x{r['ours_nfl100'] / r['ours']:.2f} of the CoOp step"
+    )
+
+
 def report(label: str, n_classes: int, r: dict) -> None:
     """Print one model and class count: per-step times, ratios, per-epoch times and the NFL ratio."""
-    keys = ("reference", "cached_truncated", "ours", "ours_nfl", "ours_nfl_two_pass", "ours_nfl100", "image_batch")
-    ms = {k: 1000 * r[k] for k in keys}
+    ms = {k: 1000 * r[k] for k in ("reference", "cached_truncated", "ours", "image_batch")}
     spe = r["steps_per_epoch"]
     print(
         f"{label}, {n_classes} classes (EOS at {r['eos']}, {spe} steps per epoch of {n_classes * SHOTS} images):"
@@ -235,15 +248,7 @@ def report(label: str, n_classes: int, r: dict) -> None:
         f"cached, computed once per run (~{spe * r['image_batch']:.2f} s for these images, "
         f"{ms['image_batch']:.1f} ms a batch)"
     )
-    print(
-        f"  CoOp+NFL, {n_classes} NFL names (base-to-novel), one joint text pass: {ms['ours_nfl']:.1f} ms/step, "
-        f"x{r['ours_nfl'] / r['ours']:.2f} of the CoOp step (two passes: {ms['ours_nfl_two_pass']:.1f} ms/step, "
-        f"x{r['ours_nfl_two_pass'] / r['ours']:.2f})"
-    )
-    print(
-        f"  CoOp+NFL, {NFL_FEWSHOT} NFL names (few-shot / domain generalisation), one joint text pass: "
-        f"{ms['ours_nfl100']:.1f} ms/step, x{r['ours_nfl100'] / r['ours']:.2f} of the CoOp step"
-    )
+    report_nfl(n_classes, r)
 
 
 def main() -> None:
@@ -257,6 +262,9 @@ def main() -> None:
     ap.add_argument(
         "--ref-chunk", type=int, default=250, help="classes per text pass of the reference and middle columns above "
         "this count (memory; the work is the same)"
+    )
+    ap.add_argument(
+        "--nfl-only", action="store_true", help="time only CoOp and CoOp+NFL (no reference or middle column)"
     )
     args = ap.parse_args()
     if args.threads:
@@ -272,7 +280,12 @@ def main() -> None:
         model, pretrained = MODELS[key]
         backbone = load_backbone(model, pretrained, args.device)
         for n in counts:
-            report(f"{model} ({pretrained})", n, bench(backbone, n, args.steps, args.ref_chunk))
+            if args.nfl_only:
+                r = nfl_bench(backbone, n, args.steps)
+                print(f"{model} ({pretrained}), {n} classes (EOS at {r['eos']}):")
+                report_nfl(n, r)
+            else:
+                report(f"{model} ({pretrained})", n, bench(backbone, n, args.steps, args.ref_chunk))
 
 
 if __name__ == "__main__":
