@@ -6,6 +6,16 @@ import os
 
 import pytest
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # Under pytest-xdist every worker (and every process a test starts, through the environment) computes on one
+    # thread: the workers share the cores, and one thread count everywhere keeps in-process and subprocess
+    # results bit-comparable.
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:

@@ -20,7 +20,12 @@ def test_embedded_is_the_default_and_frozen(tiny_backbone):
 
 
 def test_offline_tag_says_how_to_fix(monkeypatch):
+    import huggingface_hub.constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    # huggingface_hub reads the variable once, at import (an earlier test may have imported it): without this
+    # the download is attempted on the network, and waits for its timeouts
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(
         SubptError, match="could not download the RN50-quickgelu/openai weights.*--pretrained /path"
     ):
