@@ -23,7 +23,10 @@ def _data() -> None:
 def check(
     root: Path = typer.Option(..., "--root", help="Data root holding one folder per dataset (CoOp's $DATA)."),
     dataset: str | None = typer.Option(
-        None, "--dataset", help="Check only this dataset (registry name); default: all 15 CoOp datasets."
+        None,
+        "--dataset",
+        help="Check only this dataset (registry name, or a dense benchmark: coco, voc, whose own root --root "
+        "is); default: all 15 CoOp datasets.",
     ),
     shots: int = typer.Option(16, "--shots", help="Report classes with fewer training images than this."),
     decode: bool = typer.Option(
