@@ -17,9 +17,12 @@ from subpt.errors import SubptError
 
 T = TypeVar("T")
 
-# Label-free proposals on photographs: the border-colour prior is a property of the embedded world (one
-# background colour per scene) and is switched off here (docs/dense.md, Proposals).
-PHOTO_PROPOSALS = ProposalParams(max_border_share=1.0)
+# Label-free proposals on photographs (docs/dense-real.md; `python benchmarks/photo_proposals.py`):
+# - the border-colour prior is a property of the embedded world (one background colour per scene): off;
+# - felzenszwalb's scale 300 instead of 100: at 100 a 512 x 512 photograph has about 1000 segments, so the cap
+#   (segments first, then merges) would keep only raw segments and none of the merged, object-sized regions;
+# - cap 1000: above the uncapped count at scale 300 on all three photographs (125 to 538).
+PHOTO_PROPOSALS = ProposalParams(scale=300.0, max_border_share=1.0, max_proposals=1000)
 
 
 class LazySequence(Sequence[T], Generic[T]):
