@@ -106,12 +106,13 @@ def test_coco_proposal_file_read_ranked_and_capped(coco_root: Path, tmp_path: Pa
     ]
     path = tmp_path / "props.json"
     path.write_text(json.dumps(props))
-    src = load_source("coco", coco_root, "val", {"proposals": str(path), "max_proposals": 3})
+    src = load_source("coco", coco_root, "val", {"proposals": path, "max_proposals": 3})  # a Path works too
     p = src.proposals[0]
     assert p.boxes.tolist() == [[5, 5, 15, 15], [40, 30, 48, 40], [0, 0, 10, 10]]
     assert p.masks.shape == (3, H, W) and p.masks[0].sum() == 100 and p.masks[1].sum() == 80
     assert len(src.proposals[1]) == 0  # image 12 has no proposal
     assert src.key["options"]["proposals"]["file"]["path"] == str(path.resolve())
+    json.dumps(src.key)  # the cache key is plain data
 
 
 @pytest.mark.parametrize(

@@ -60,7 +60,7 @@ def world_source(split: str, options: dict[str, Any]) -> DenseSource:
         "scenes": n,
         "config": asdict(cfg),
     }
-    scenes = LazySequence(n, lambda i: make_scene(classes, seed, offset + i, cfg), keep=n)
+    scenes = LazySequence(n, lambda i: make_scene(classes, seed, offset + i, cfg), keep=min(n, 512))
     return DenseSource(name=f"world-scenes-{split}", classes=classes, scenes=scenes, proposals=None, key=key)
 
 
@@ -77,6 +77,8 @@ def load_source(
         if root is None:
             raise SubptError(f"dense source {name!r} needs --root, the folder holding the dataset")
         root = Path(root)
+        if options.get("proposals") is not None:
+            options["proposals"] = str(options["proposals"])  # a plain string in the cache key
         if not root.is_dir():
             raise SubptError(f"--root {root} does not exist or is not a folder")
         if name == "coco":
