@@ -16,7 +16,8 @@ from pycocotools import mask as mask_utils
 from subpt._cli.data_cmd import data_app
 from typer.testing import CliRunner
 
-from subpt.data.check import check_root, checks_failed, format_report
+from subpt.data.check import checks_failed, format_report
+from subpt.data.dense_check import check_dense
 from subpt.dense.coco import COCO_NAMES, OV_COCO_NAMES, OV_COCO_SEEN, OV_COCO_UNSEEN
 from subpt.dense.source import IGNORE
 from subpt.dense.sources import load_source
@@ -216,7 +217,7 @@ def test_load_source_world_scenes_and_errors(tmp_path: Path) -> None:
 
 
 def test_data_check_passes_good_trees(coco_root: Path, voc_root: Path) -> None:
-    (coco,) = check_root(coco_root, "coco")
+    coco = check_dense("coco", coco_root)
     assert coco.status == "ok", coco.problems
     assert coco.counts == {"train": 3, "val": 3} and coco.images_checked == 6
     cat = next(r for r in coco.class_counts if r["classname"] == "cat")
@@ -228,7 +229,7 @@ def test_data_check_passes_good_trees(coco_root: Path, voc_root: Path) -> None:
         "val": 1,
     }
     assert any("seen classes without a training object" in n for n in coco.notes)
-    (voc,) = check_root(voc_root, "voc")
+    voc = check_dense("voc", voc_root)
     assert voc.status == "ok", voc.problems
     assert voc.counts == {"train": 2, "val": 2} and voc.images_checked == 4
     assert next(r for r in voc.class_counts if r["classname"] == "sheep")["train"] == 1
@@ -242,7 +243,7 @@ def test_data_check_names_the_broken_file(coco_root: Path, voc_root: Path, tmp_p
     shutil.copytree(coco_root, c)
     (c / "annotations/instances_val2017.json").write_text("{oops")
     (c / "train2017/000000000001.jpg").write_bytes(b"not a jpeg")
-    (check,) = check_root(c, "coco")
+    check = check_dense("coco", c)
     text = "\n".join(check.problems)
     assert check.status == "problems" and checks_failed([check], named=True)
     assert "instances_val2017.json is not valid JSON" in text and "000000000001.jpg does not decode" in text
@@ -253,11 +254,11 @@ def test_data_check_names_the_broken_file(coco_root: Path, voc_root: Path, tmp_p
     cls = np.zeros((H, W), np.uint8)
     cls[0, 0] = 42
     palette_png(cls, base / "SegmentationClass/2007_000002.png")
-    (check,) = check_root(v, "voc")
+    check = check_dense("voc", v)
     text = "\n".join(check.problems)
     assert "split file" in text and "val.txt is missing" in text
     assert "2007_000002.png holds values [42]" in text
     res = CliRunner().invoke(data_app, ["check", "--root", str(v), "--dataset", "voc"])
     assert res.exit_code == 1 and "val.txt is missing" in res.output
-    (empty,) = check_root(tmp_path / "c" / "train2017", "voc")
+    empty = check_dense("voc", tmp_path / "c" / "train2017")
     assert empty.status == "missing"

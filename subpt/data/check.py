@@ -235,17 +235,10 @@ def check_root(
     decode: bool = False,
     workers: int | None = None,
 ) -> list[DatasetCheck]:
-    """Check `dataset` (or all 15 CoOp datasets) under the data root; a missing root is a SubptError.
-
-    The dense benchmarks `coco` and `voc` are checked only when named, with `root` their own root
-    (`subpt.data.dense_check`)."""
+    """Check `dataset` (or all 15 CoOp datasets) under the data root; a missing root is a SubptError."""
     root = Path(root)
     if not root.is_dir():
         raise SubptError(f"data root {root} does not exist or is not a folder")
-    from subpt.data.dense_check import DENSE_DATASETS, check_dense
-
-    if dataset in DENSE_DATASETS:
-        return [check_dense(dataset, root, decode=decode, workers=workers)]
     names = [dataset] if dataset else list(COOP_DATASETS)
     for n in names:
         get_spec(n)  # unknown names fail before any work

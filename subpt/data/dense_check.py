@@ -1,6 +1,6 @@
 """Verify a dense benchmark's layout: OV-COCO detection (`coco`) or PASCAL VOC 2012 segmentation (`voc`).
 
-`check_dense(name, root)` never raises for a problem in the data: it returns a `DatasetCheck` (the classification
+`check_dense(name, root)` (what `subpt data check --dataset coco|voc` runs) never raises for a problem in the data: it returns a `DatasetCheck` (the classification
 check's record) with a problem per missing folder or file, garbled annotation file, bad label map or unreadable
 image, each naming the path and the fix; counts of images per split; per class the number of objects per split
 and whether it is seen or unseen; and notes for seen classes absent from train or unseen classes absent from val.
