@@ -23,7 +23,10 @@ def _data() -> None:
 def check(
     root: Path = typer.Option(..., "--root", help="Data root holding one folder per dataset (CoOp's $DATA)."),
     dataset: str | None = typer.Option(
-        None, "--dataset", help="Check only this dataset (registry name); default: all 15 CoOp datasets."
+        None,
+        "--dataset",
+        help="Check only this dataset (registry name, or a dense benchmark: coco, voc, whose own root --root "
+        "is); default: all 15 CoOp datasets.",
     ),
     shots: int = typer.Option(16, "--shots", help="Report classes with fewer training images than this."),
     decode: bool = typer.Option(
@@ -37,9 +40,15 @@ def check(
     dataset, is missing); 2: the root does not exist or the arguments are wrong.
     """
     from subpt.data.check import check_root, checks_failed, format_report
+    from subpt.data.dense_check import DENSE_DATASETS, check_dense
 
     try:
-        checks = check_root(root, dataset, shots, decode=decode)
+        if dataset in DENSE_DATASETS:
+            if not root.is_dir():
+                raise SubptError(f"data root {root} does not exist or is not a folder")
+            checks = [check_dense(dataset, root, decode=decode)]
+        else:
+            checks = check_root(root, dataset, shots, decode=decode)
     except SubptError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None

@@ -15,6 +15,11 @@ from dataclasses import dataclass
 from subpt.dense.proposals import Proposals
 from subpt.embedded.scenes import Scene, SceneClasses
 
+# Value of `Scene.instances` on pixels that carry no ground truth (PASCAL VOC's 255 "void" border, COCO crowd
+# regions, unseen-class pixels of a training image): `Scene.semantic` shows them as BACKGROUND, so evaluation
+# and training skip them by `scene.instances == IGNORE`. The embedded world has none.
+IGNORE = -2
+
 
 @dataclass
 class DenseSource:
