@@ -131,7 +131,7 @@ def test_published_rows_stand_apart_with_their_source(swept):
     assert published["unpublished"] == ["SubPT", "SubPT(KgCoOp)"]
     text = runner.invoke(app, ["table", str(out / "base2novel"), "--published"], terminal_width=200).stdout
     assert (
-        "KgCoOp (published; Yao et al., CVPR 2023)" in text
+        "KgCoOp (published; method: Yao et al., CVPR 2023)" in text
         and "No published row in METHOD.md for SubPT" in text
     )
 

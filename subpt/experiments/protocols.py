@@ -146,7 +146,7 @@ PUBLISHED_BASE2NOVEL: dict[str, tuple[float, float, float]] = {
     "MaPLe": (82.28, 75.14, 78.55),
     "PromptSRC": (84.26, 76.10, 79.97),
 }
-# The paper that introduced each method of PUBLISHED_BASE2NOVEL.
+# The paper that introduced each method of PUBLISHED_BASE2NOVEL (not necessarily the table the number is from).
 PUBLISHED_PAPERS: dict[str, str] = {
     "CLIP (zero-shot)": "Radford et al., ICML 2021",
     "CoOp": "Zhou et al., IJCV 2022",

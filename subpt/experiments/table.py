@@ -176,7 +176,7 @@ def published_table(methods: list[str]) -> dict:
     rows = []
     for name, vals in PUBLISHED_BASE2NOVEL.items():
         cells = [Cell({}, 0, mean=v, std=None, status="published") for v in vals]
-        rows.append({**_row(name, cells, f"{name} (published; {PUBLISHED_PAPERS[name]})"), "paper": PUBLISHED_PAPERS[name]})
+        rows.append({**_row(name, cells, f"{name} (published; method: {PUBLISHED_PAPERS[name]})"), "paper": PUBLISHED_PAPERS[name]})
     labels = [run_label(m) for m in methods]
     unpublished = [lab for m, lab in zip(methods, labels) if PUBLISHED_NAME.get(m, lab) not in PUBLISHED_BASE2NOVEL]
     table = _table(f"Published, not measured here ({PUBLISHED_SOURCE})", "published", None, None,
@@ -288,8 +288,8 @@ def make_report(roots: list[Path], protocol: str | None = None, published: bool 
             notes.append(HM_RULE)
             if published:
                 notes.append(
-                    f"Published: {PUBLISHED_SOURCE}, each method's own paper named; shown apart, never part of a "
-                    "measured mean; compare only runs of ViT-B/16 on the 11 datasets with them."
+                    f"Published ({PUBLISHED_SOURCE}): each row names the paper that introduced the method; shown "
+                    "apart, never part of a measured mean; comparable only with ViT-B/16 runs on the 11 datasets."
                 )
         elif col.spec.kind == FEWSHOT:
             notes.append("Accuracy on the test images of all classes.")
