@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from subpt.config import AUG_VIEWS_DEFAULT, AUG_VIEWS_EMBEDDED, TrainConfig
+from subpt.config import AUG_VIEWS_DEFAULT, AUG_VIEWS_EMBEDDED, PROMPT_METHODS, TrainConfig
 from subpt.errors import SubptError
 
 from .common import check_output_file, defaults_of, print_json, register_user_error, run_app, run_guarded
@@ -39,6 +39,12 @@ AUG_VIEWS_HELP = (
     f"epoch; 0: the test view only. Default: {AUG_VIEWS_DEFAULT} ({AUG_VIEWS_EMBEDDED} for the embedded subpt-tiny)."
 )
 AUG_VIEWS = typer.Option(T("aug_views"), "--aug-views", help=AUG_VIEWS_HELP)
+METHOD = typer.Option(
+    T("prompt_method"), "--method", help=f"Prompt-learning method: {', '.join(PROMPT_METHODS)} (docs/baselines.md).")
+METHOD_LAMBDA = typer.Option(
+    T("method_lambda"), "--method-lambda",
+    help="Weight of the method's own term (default: its paper's, " + ", ".join(
+        f"{name} {lam:g}" for name, lam in PROMPT_METHODS.values() if lam is not None) + ").")
 
 
 @app.command()
@@ -62,9 +68,8 @@ def train(
     lr: float = typer.Option(T("lr"), help="SGD learning rate (cosine schedule)."),
     weight_decay: float = typer.Option(T("weight_decay"), "--weight-decay"),
     warmup_epochs: int = typer.Option(T("warmup_epochs"), "--warmup-epochs"),
-    method: str = typer.Option(T("prompt_method"), "--method", help="coop, kgcoop or prograd (docs/baselines.md)."),
-    method_lambda: float = typer.Option(
-        T("method_lambda"), "--method-lambda", help="Weight of the method's own term (default: KgCoOp 8, ProGrad 1)."),
+    method: str = METHOD,
+    method_lambda: float = METHOD_LAMBDA,
     basis: str = typer.Option(T("basis"), "--basis", help="SubPT: project every gradient onto this basis file."),
     nfl: bool = typer.Option(T("nfl"), "--nfl", help="Add the Novel Feature Learner loss."),
     nfl_names: str = typer.Option(T("nfl_names"), "--nfl-names", help="'novel', 'imagenet100', or a file of class names."),
@@ -117,6 +122,8 @@ def pipeline(
     n_ctx: int = typer.Option(T("n_ctx"), "--n-ctx"),
     ctx_init: str = typer.Option(T("ctx_init"), "--ctx-init"),
     epochs: int = typer.Option(T("epochs")),
+    method: str = METHOD,
+    method_lambda: float = METHOD_LAMBDA,
     nfl: bool = typer.Option(T("nfl"), "--nfl", help="CoOp+NFL -> basis -> SubPT+NFL."),
     nfl_names: str = typer.Option(T("nfl_names"), "--nfl-names"),
     t_early: int = typer.Option(None, "--t-early", help="Early window: epochs 1..t (default: the reference value)."),
@@ -131,7 +138,8 @@ def pipeline(
     resume: bool = typer.Option(False, "--resume", help="Keep finished stages, continue an interrupted one."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the runs already in --out."),
 ) -> None:
-    """The reference recipe in one command: CoOp(+NFL) with recording, early basis, SubPT(+NFL)."""
+    """The reference recipe in one command: CoOp(+NFL) with recording, early basis, SubPT(+NFL); with --method, the
+    same for another method (KgCoOp(+NFL) -> basis -> SubPT(KgCoOp)(+NFL), ...)."""
     from subpt.config import TrainConfig
     from subpt.experiments.pipeline import run_pipeline
     from subpt.summary import print_run_summary
@@ -139,7 +147,8 @@ def pipeline(
     cfg = TrainConfig(
         dataset=dataset, root=root, dataset_options=task_options, model=model,
         pretrained=pretrained, shots=shots, seed=seed, subsample=subsample, n_ctx=n_ctx, ctx_init=ctx_init,
-        epochs=epochs, nfl=nfl, nfl_names=nfl_names, device=device, precision=precision, aug_views=aug_views,
+        epochs=epochs, prompt_method=method, method_lambda=method_lambda, nfl=nfl, nfl_names=nfl_names,
+        device=device, precision=precision, aug_views=aug_views,
     )
     paths = run_pipeline(cfg, out, t_early=t_early, rank=rank, source=source, resume=resume, overwrite=overwrite)
     print_run_summary(paths["stage1"])
@@ -300,15 +309,26 @@ def study(
     epochs: int = typer.Option(None, help="Epochs of every run (default: the study's 20)."),
     restart: bool = typer.Option(False, "--restart", help="Retrain every run instead of keeping finished ones."),
     aug_views: int = AUG_VIEWS,
+    baselines: str = typer.Option(
+        "all", "--baselines",
+        help="Baselines run beside CoOp/SubPT/NFL with the same setting: a comma list of "
+        f"{', '.join(p for p in PROMPT_METHODS if p != 'coop')}, 'all' (default) or 'none'."),
 ) -> None:
-    """Robustness of the paper's claims: every method over world variants x seeds with one method setting."""
+    """Robustness of the paper's claims: every method, and the baselines, over world variants x seeds with one
+    method setting."""
     from subpt.experiments.study import read_grid, run_study, variants_by_name
 
     if grid is not None and variants is not None:
         raise SubptError("give either --grid or --variants, not both")
     chosen = read_grid(grid) if grid is not None else variants_by_name(_names(variants))
+    names = _names(baselines)
+    if not names:
+        raise SubptError("--baselines is empty: give a comma list, 'all' or 'none'")
+    if ("all" in names or "none" in names) and len(names) > 1:
+        raise SubptError("--baselines: 'all' and 'none' stand alone, not in a list")
+    picked = None if names == ["all"] else [] if names == ["none"] else names
     run_study(out, chosen, _int_list(seeds, "--seeds"), epochs=epochs, resume=not restart, echo=typer.echo,
-              aug_views=aug_views)
+              aug_views=aug_views, baselines=picked)
 
 
 def _names(text: str | None) -> list[str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import typer
 
+from subpt.config import PROMPT_METHODS
 from subpt.errors import SubptError
 from subpt.experiments.launcher import ClusterOptions
 from subpt.experiments.protocols import PROTOCOLS
@@ -39,7 +40,22 @@ def sweep(
         help="Comma list of (source) datasets (default: the protocol's, e.g. CoOp's 11).",
     ),
     seeds: str = typer.Option("1,2,3", "--seeds", help="Comma list of seeds."),
-    methods: str = typer.Option(",".join(METHODS), "--methods", help=f"Comma list of {', '.join(METHODS)}."),
+    methods: str = typer.Option(
+        ",".join(METHODS),
+        "--methods",
+        help=f"Comma list of the variants {', '.join(METHODS)} of every --method.",
+    ),
+    method: str = typer.Option(
+        "coop",
+        "--method",
+        help=f"Comma list of prompt-learning methods ({', '.join(PROMPT_METHODS)}), each run with every variant "
+        "of --methods in its own folders (docs/baselines.md); runs the trainer refuses (ProGrad+NFL) are left out.",
+    ),
+    method_lambda: float = typer.Option(
+        None,
+        "--method-lambda",
+        help="Weight of the method's own term (one --method other than coop; default: its paper's).",
+    ),
     shots: str = typer.Option(None, "--shots", help="Comma list of shot counts (default: the protocol's)."),
     targets: str = typer.Option(
         None, "--targets", help="Transfer protocols: comma list of target datasets (default: the protocol's)."
@@ -128,6 +144,8 @@ def sweep(
         t_early=t_early,
         rank=rank,
         embedded_options=options,
+        prompt_methods=parse_list(method, "method"),
+        method_lambda=method_lambda,
     )
     every = [
         settings_from_options(p, datasets, seeds, methods, shots, str(out), targets, **common)
@@ -156,7 +174,8 @@ def table(
     published: bool = typer.Option(
         False,
         "--published",
-        help="base2novel: add the published averages (ViT-B/16, 11 datasets) to compare with.",
+        help="base2novel: print the published averages (ViT-B/16, CoOp's 11 datasets; METHOD.md section 5) in a "
+        "table of their own beside the measured average, never mixed into it.",
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the tables as JSON instead of rich tables."),
 ) -> None:

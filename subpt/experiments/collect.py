@@ -21,12 +21,12 @@ from subpt.experiments.protocols import (
     get_protocol,
     transfer_path,
 )
-from subpt.experiments.sweep_plan import MANIFEST, METHODS
+from subpt.experiments.sweep_plan import MANIFEST, run_names
 
 _SHOTS = re.compile(r"^shots(\d+)$")
 _SEED = re.compile(r"^seed(\d+)$")
 
-Key = tuple[str, int, int, str]  # dataset, shots, seed, method
+Key = tuple[str, int, int, str]  # dataset, shots, seed, run folder name (sweep_plan.run_name)
 
 
 @dataclass
@@ -83,11 +83,12 @@ def _protocol_of(folder: Path) -> str | None:
 
 
 def _discover(root: Path) -> dict[Key, Path]:
+    names = run_names()
     out: dict[Key, Path] = {}
     for dataset_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         for shots_dir in sorted(p for p in dataset_dir.iterdir() if p.is_dir() and _SHOTS.match(p.name)):
             for seed_dir in sorted(p for p in shots_dir.iterdir() if p.is_dir() and _SEED.match(p.name)):
-                for run in sorted(p for p in seed_dir.iterdir() if p.is_dir() and p.name in METHODS):
+                for run in sorted(p for p in seed_dir.iterdir() if p.is_dir() and p.name in names):
                     k = int(_SHOTS.match(shots_dir.name).group(1))  # type: ignore[union-attr]
                     s = int(_SEED.match(seed_dir.name).group(1))  # type: ignore[union-attr]
                     out[(dataset_dir.name, k, s, run.name)] = run
@@ -119,6 +120,14 @@ def read_run(spec: Protocol, path: Path, method: str, targets: list[str]) -> Run
             cfg = runs.load_config(path)
         except SubptError as e:
             return all_missing(f"unreadable config ({' '.join(str(e).split())})")
+        expected = run_names().get(method, (method, "coop"))[1]
+        if (
+            cfg.prompt_method != expected
+        ):  # config.json decides; one written before --method existed reads as coop
+            return all_missing(
+                f"holds a {cfg.method} run (prompt_method {cfg.prompt_method!r}), not one of "
+                f"{expected!r} as its folder name says"
+            )
         metrics = runs.read_metrics(path)
         if not runs.is_finished(metrics, cfg.epochs):
             return all_missing(f"unfinished: {len(metrics)}/{cfg.epochs} epochs")
@@ -187,7 +196,7 @@ def collect(protocol: str, roots: list[Path]) -> Collected:
     datasets = sorted({k[0] for k in keys}, key=_dataset_order)
     shots = {d: sorted({k[1] for k in keys if k[0] == d}) for d in datasets}
     seeds = sorted({k[2] for k in keys})
-    methods = [m for m in METHODS if any(k[3] == m for k in keys)]
+    methods = [m for m in run_names() if any(k[3] == m for k in keys)]  # zero-shot, then method by method
     if spec.is_transfer:
         for (d, *_), path in found.items():
             extra = (

@@ -71,7 +71,7 @@ def job_dependencies(jobs: list[Job], job: Job) -> list[Job]:
     """The jobs a job needs finished before it, then the job itself: [stage-1 run, SubPT run] or [job]."""
     if job.method not in STAGE1:
         return [job]
-    stage1 = [j for j in jobs if j.group == job.group and j.method == STAGE1[job.method]]
+    stage1 = [j for j in jobs if j.group == job.group and j.run == job.stage1_run]
     return [*stage1, job]
 
 

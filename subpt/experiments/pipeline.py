@@ -1,4 +1,5 @@
-"""The reference recipes as one call: CoOp(+NFL) with recording -> early basis -> SubPT(+NFL).
+"""The reference recipes as one call: CoOp(+NFL) with recording -> early basis -> SubPT(+NFL), for any
+prompt-learning method (cfg.prompt_method: KgCoOp(+NFL) -> basis -> SubPT(KgCoOp)(+NFL), ...).
 
 The basis is planned by `subpt.basis_plan.BasisPlan.reference` (window, rank, source, centring).
 """
@@ -42,14 +43,24 @@ def run_pipeline(
     plan = BasisPlan.reference(cfg.epochs, cfg.shots, cfg.subsample == "base", t_early, rank, source)
     plan.check()  # the window rule, before stage 1 trains
     out_dir = Path(out_dir)
-    stage1 = out_dir / ("coop_nfl" if cfg.nfl else "coop")
-    stage2 = out_dir / ("subpt_nfl" if cfg.nfl else "subpt")
-    basis_path = out_dir / "early.pt"
+    stage1, stage2, basis_path = pipeline_paths(cfg, out_dir)
     first = replace(cfg, record_grads=cfg.record_grads or source == "grads")
     train_stage(first, stage1, progress, resume, overwrite)
     plan.build(stage1, basis_path)
     train_stage(replace(cfg, basis=str(basis_path)), stage2, progress, resume, overwrite)
     return {"stage1": stage1, "basis": basis_path, "stage2": stage2}
+
+
+def pipeline_paths(cfg: TrainConfig, out_dir: Path) -> tuple[Path, Path, Path]:
+    """(stage-1 run, stage-2 run, basis file) of the pipeline in `out_dir`: coop(_nfl), subpt(_nfl), early.pt for
+    CoOp as before; another method's carry its key (kgcoop_nfl, subpt_kgcoop_nfl, early_kgcoop_nfl.pt), so
+    pipelines of several methods can share one folder."""
+    out_dir = Path(out_dir)
+    nfl = "_nfl" if cfg.nfl else ""
+    if cfg.prompt_method == "coop":
+        return out_dir / f"coop{nfl}", out_dir / f"subpt{nfl}", out_dir / "early.pt"
+    p = cfg.prompt_method
+    return out_dir / f"{p}{nfl}", out_dir / f"subpt_{p}{nfl}", out_dir / f"early_{p}{nfl}.pt"
 
 
 def train_stage(cfg: TrainConfig, run_dir: Path, progress: bool = True, resume: bool = False,

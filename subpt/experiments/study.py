@@ -3,13 +3,16 @@ the paper's claims holds.
 
 For every (variant, seed) the study runs zero-shot, CoOp (recording), CoOp+NFL, SubPT (early basis of the CoOp
 run), SubPT+NFL (early basis of the CoOp+NFL run) and SubPT with the late basis of the CoOp run, into
-OUT/<variant>/seed<S>/<method>/. Finished runs are kept when the study is started again, an interrupted one
-continues from its checkpoint. OUT/study.json holds every number; OUT/study.md the table.
+OUT/<variant>/seed<S>/<method>/, and every baseline (a prompt-learning method of subpt.config.PROMPT_METHODS other
+than CoOp: KgCoOp, ProGrad, ...) with the same setting into OUT/<variant>/seed<S>/<key>/ (kgcoop, prograd, ...).
+Finished runs are kept when the study is started again, an interrupted one continues from its checkpoint.
+OUT/study.json holds every number; OUT/study.md the tables.
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -19,7 +22,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from subpt.basis_plan import basis_rank, run_basis
-from subpt.config import TrainConfig
+from subpt.config import PROMPT_METHODS, TrainConfig
 from subpt.errors import SubptError
 from subpt.evaluate import harmonic_mean
 from subpt.experiments.pipeline import train_stage
@@ -35,6 +38,42 @@ EARLY_SHARE = 0.3
 METHODS: tuple[str, ...] = ("CoOp", "CoOp+NFL", "SubPT", "SubPT+NFL", "SubPT (late basis)")
 RUN_NAMES = {"CoOp": "coop", "CoOp+NFL": "coop_nfl", "SubPT": "subpt", "SubPT+NFL": "subpt_nfl",
              "SubPT (late basis)": "subpt_late"}
+
+# The per-method override point: settings a baseline keeps instead of METHOD_SETTING's epochs and lr (an explicit
+# --epochs of the study still applies to every run). CoCoOp trains with its paper's schedule (batch 1, 10 epochs,
+# lr 0.002; METHOD.md section 7) rather than CoOp's; the entry takes effect once "cocoop" is a key of
+# subpt.config.PROMPT_METHODS. A method without an entry shares METHOD_SETTING with CoOp.
+METHOD_OVERRIDES: dict[str, dict[str, Any]] = {"cocoop": {"batch_size": 1, "epochs": 10, "lr": 0.002}}
+
+
+def baseline_names() -> list[str]:
+    """Every prompt-learning method other than CoOp (subpt.config.PROMPT_METHODS): the study's default baselines."""
+    return [p for p in PROMPT_METHODS if p != "coop"]
+
+
+def check_baselines(baselines: Sequence[str]) -> list[str]:
+    """The baselines as given, or a one-line SubptError for an unknown, repeated or CoOp entry."""
+    known = baseline_names()
+    for b in baselines:
+        if b not in known:
+            raise SubptError(f"--baselines: unknown baseline {b!r}; choose from {', '.join(known)} or 'none'")
+    if len(set(baselines)) != len(baselines):
+        raise SubptError(f"--baselines lists a method twice: {','.join(baselines)}")
+    return list(baselines)
+
+
+def baseline_label(prompt: str) -> str:
+    """The study's name of a baseline's run: its display name (KgCoOp, ProGrad, ...)."""
+    return PROMPT_METHODS[prompt][0]
+
+
+def baseline_config(base: TrainConfig, prompt: str, epochs: int | None = None) -> TrainConfig:
+    """The study's run of a baseline: the CoOp run's setting with the method, and its METHOD_OVERRIDES entry
+    unless the study was given --epochs."""
+    override = dict(METHOD_OVERRIDES.get(prompt, {}))
+    if epochs is not None:
+        override.pop("epochs", None)
+    return replace(base, prompt_method=prompt, **override)
 
 
 @dataclass(frozen=True)
@@ -107,11 +146,14 @@ def basis_plan(epochs: int) -> tuple[str, str, int]:
     return f"epochs:1-{t}", f"epochs:{epochs - t + 1}-{epochs}", basis_rank(t)
 
 
-def run_unit(base: TrainConfig, out: Path, resume: bool = True, progress: bool = False) -> dict[str, Path]:
-    """Every method of one (variant, seed) into `out`; returns method -> run folder."""
+def run_unit(base: TrainConfig, out: Path, resume: bool = True, progress: bool = False,
+             baselines: Sequence[TrainConfig] = ()) -> dict[str, Path]:
+    """Every method of one (variant, seed) into `out`, then each baseline's run (configs from `baseline_config`);
+    returns method -> run folder."""
     out = Path(out)
     early, late, rank = basis_plan(base.epochs)
     runs = {m: out / RUN_NAMES[m] for m in METHODS}
+    runs |= {baseline_label(b.prompt_method): out / b.prompt_method for b in baselines}
 
     def stage(cfg: TrainConfig, method: str) -> None:
         train_stage(cfg, runs[method], progress=progress, resume=resume, overwrite=True)
@@ -124,14 +166,17 @@ def run_unit(base: TrainConfig, out: Path, resume: bool = True, progress: bool =
     stage(replace(base, basis=str(out / "early.pt")), "SubPT")
     stage(replace(base, basis=str(out / "early_nfl.pt"), nfl=True), "SubPT+NFL")
     stage(replace(base, basis=str(out / "late.pt")), "SubPT (late basis)")
+    for b in baselines:
+        stage(b, baseline_label(b.prompt_method))
     return runs
 
 
 def unit_record(runs: dict[str, Path]) -> dict[str, Any]:
-    """Final Base/Novel/HM of every method, zero-shot, and CoOp's peaks, of one (variant, seed)."""
+    """Final Base/Novel/HM of every method (and baseline) in `runs`, zero-shot, and CoOp's peaks, of one
+    (variant, seed)."""
     zs = read_zeroshot(runs["CoOp"])
     rec: dict[str, Any] = {"zero-shot": {k: zs[k] for k in ("base_acc", "novel_acc", "hm")}}
-    for m in METHODS:
+    for m in runs:
         last = read_metrics(runs[m])[-1]
         rec[m] = {k: last[k] for k in ("base_acc", "novel_acc", "hm")}
     rec["coop_curve"] = coop_curve(runs["CoOp"])
@@ -159,17 +204,34 @@ CLAIMS: dict[str, Callable[[dict], bool]] = {
 }
 
 
-def summarise(records: list[dict]) -> dict[str, Any]:
-    """How often each claim holds, and the mean Base/Novel/HM of every method, over all (variant, seed) records."""
+def baseline_claims(labels: Sequence[str]) -> dict[str, Callable[[dict], bool]]:
+    """One claim per baseline: SubPT+NFL's HM above the baseline's, on one (variant, seed) record."""
+    return {f"SubPT+NFL HM > {b} HM": (lambda r, b=b: r["SubPT+NFL"]["hm"] > r[b]["hm"]) for b in labels}
+
+
+def summarise(records: list[dict], baselines: Sequence[str] = ()) -> dict[str, Any]:
+    """How often each claim holds (those of CLAIMS, and SubPT+NFL against each baseline label), and per method
+    (zero-shot, METHODS, baselines) Base/Novel/HM: the mean over all (variant, seed) records, and the std over
+    seeds of the per-seed averages over the variants. HM of a mean is 2BN/(B+N) of the averaged Base and Novel
+    (its std: that of each seed's 2BN/(B+N)); mean_hm is the mean of the records' own HM."""
     n = len(records)
-    claims = {name: {"holds": sum(bool(test(r)) for r in records), "of": n} for name, test in CLAIMS.items()}
+    tests = {**CLAIMS, **baseline_claims(baselines)}
+    claims = {name: {"holds": sum(bool(test(r)) for r in records), "of": n} for name, test in tests.items()}
+    seeds = sorted({r.get("seed", 0) for r in records})
     means = {}
-    for m in ("zero-shot", *METHODS):
-        b = sum(r[m]["base_acc"] for r in records) / n
-        nv = sum(r[m]["novel_acc"] for r in records) / n
+    for m in ("zero-shot", *METHODS, *baselines):
+        b = statistics.fmean(r[m]["base_acc"] for r in records)
+        nv = statistics.fmean(r[m]["novel_acc"] for r in records)
+        per_seed = []
+        for s in seeds:
+            mine = [r[m] for r in records if r.get("seed", 0) == s]
+            bs, ns = statistics.fmean(x["base_acc"] for x in mine), statistics.fmean(x["novel_acc"] for x in mine)
+            per_seed.append((bs, ns, harmonic_mean(bs, ns)))
+        std = [statistics.stdev(col) if len(col) > 1 else 0.0 for col in zip(*per_seed)]
         means[m] = {"base_acc": b, "novel_acc": nv, "hm": harmonic_mean(b, nv),
-                    "mean_hm": sum(r[m]["hm"] for r in records) / n}
-    return {"pairs": n, "claims": claims, "means": means}
+                    "mean_hm": statistics.fmean(r[m]["hm"] for r in records),
+                    "base_std": std[0], "novel_std": std[1], "hm_std": std[2]}
+    return {"pairs": n, "seeds": len(seeds), "claims": claims, "means": means}
 
 
 def run_study(
@@ -181,9 +243,11 @@ def run_study(
     echo: Callable[[str], None] = print,
     progress: bool = True,
     aug_views: int | None = None,
+    baselines: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Run the grid into `out` (keeping finished runs when `resume`) and write study.json and study.md; `aug_views`
-    None is the model's default number of augmented training views."""
+    None is the model's default number of augmented training views; `baselines` (keys of PROMPT_METHODS other than
+    coop) None: every baseline, () none."""
     out = Path(out)
     check_output_folder(out)
     if not variants or not seeds:
@@ -191,9 +255,12 @@ def run_study(
     names = [v.name for v in variants]
     if len(set(names)) != len(names):
         raise SubptError(f"variant names must be unique, got {', '.join(names)}")
+    chosen = check_baselines(baseline_names() if baselines is None else baselines)
     configs = [(v, s, study_config(v, s, epochs, aug_views)) for v in variants for s in seeds]
-    for _, _, cfg in configs:  # every setting is checked before the first run starts
-        cfg.validate()
+    extra = {(v.name, s): [baseline_config(cfg, b, epochs) for b in chosen] for v, s, cfg in configs}
+    for v, s, cfg in configs:  # every setting is checked before the first run starts
+        for c in (cfg, *extra[(v.name, s)]):
+            c.validate()
         basis_plan(cfg.epochs)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -201,28 +268,50 @@ def run_study(
     bar = tqdm(configs, desc="study", unit="variant-seed", disable=not progress or None)
     for v, s, cfg in bar:
         bar.set_postfix_str(f"{v.name} seed {s}")
-        runs = run_unit(cfg, out / v.name / f"seed{s}", resume=resume)
+        runs = run_unit(cfg, out / v.name / f"seed{s}", resume=resume, baselines=extra[(v.name, s)])
         records.append({"variant": v.name, "dataset": v.dataset, "options": v.options, "seed": s, **unit_record(runs)})
+    labels = [baseline_label(b) for b in chosen]
     result = {"setting": {**METHOD_SETTING, **({} if epochs is None else {"epochs": epochs}),
                           "aug_views": configs[0][2].aug_views},
+              "baselines": {baseline_label(b): {"method": b, "lambda": PROMPT_METHODS[b][1],
+                                                **{k: v for k, v in METHOD_OVERRIDES.get(b, {}).items()
+                                                   if getattr(c, k) == v}}
+                            for b, c in zip(chosen, extra[(configs[0][0].name, configs[0][1])])},
               "bases": dict(zip(("early", "late", "rank"), basis_plan(configs[0][2].epochs))),
-              "records": records, **summarise(records), "seconds": round(time.time() - t0, 1)}
+              "records": records, **summarise(records, labels), "seconds": round(time.time() - t0, 1)}
     (out / "study.json").write_text(json.dumps(result, indent=2) + "\n")
     (out / "study.md").write_text(to_markdown(result))
     echo(to_markdown(result))
     return result
 
 
+def _pm(mean: float, std: float, seeds: int) -> str:
+    return f"{mean:.2f} ± {std:.2f}" if seeds > 1 else f"{mean:.2f}"
+
+
 def to_markdown(result: dict[str, Any]) -> str:
-    """The study's tables: claims, means over all pairs, and one row per (variant, seed)."""
+    """The study's tables: claims, every method's Base/Novel/HM (mean ± std over seeds of the average over the
+    variants), and one row per (variant, seed)."""
+    seeds = result.get("seeds", 1)
     lines = [f"# Study: {result['pairs']} (variant, seed) pairs, one method setting", "",
              "| claim | holds in |", "|---|---|"]
     for name, c in result["claims"].items():
         lines.append(f"| {name} | {c['holds']}/{c['of']} ({100.0 * c['holds'] / c['of']:.0f} %) |")
-    lines += ["", "| mean over pairs | Base | Novel | HM |", "|---|---|---|---|"]
+    n_var = result["pairs"] // max(seeds, 1)
+    lines += ["", f"Mean over the {n_var} variant(s), ± std over {seeds} seed(s) of the per-seed averages; HM is "
+              "2BN/(B+N) of the averaged Base and Novel.", "",
+              "| method | Base | Novel | HM |", "|---|---|---|---|"]
     for m, v in result["means"].items():
-        lines.append(f"| {m} | {v['base_acc']:.2f} | {v['novel_acc']:.2f} | {v['hm']:.2f} |")
-    cols = ("zero-shot", *METHODS)
+        lines.append(f"| {m} | {_pm(v['base_acc'], v.get('base_std', 0.0), seeds)} "
+                     f"| {_pm(v['novel_acc'], v.get('novel_std', 0.0), seeds)} | {_pm(v['hm'], v.get('hm_std', 0.0), seeds)} |")
+    if result.get("baselines"):
+        lines.append("")
+    for label, b in result.get("baselines", {}).items():
+        kept = ", ".join(f"{k} {v}" for k, v in b.items() if k not in ("method", "lambda"))
+        lam = f", lambda {b['lambda']:g}" if b.get("lambda") is not None else ""
+        lines.append(f"- {label}: --method {b['method']}{lam}"
+                     + (f"; its own {kept}" if kept else "; the study's setting") + ".")
+    cols = ("zero-shot", *METHODS, *result.get("baselines", {}))
     lines += ["", "Base / Novel / HM of the final epoch; CoOp's base and novel peak (epoch) and final.", "",
               "| variant | seed | " + " | ".join(cols) + " | CoOp base peak -> final | CoOp novel peak -> final |",
               "|---|---|" + "---|" * (len(cols) + 2)]

@@ -32,6 +32,7 @@ from subpt.experiments.sweep_plan import (
     job_config,
     parse_list,
     plan_jobs,
+    prompt_plan,
     reusable_basis,
     reusable_run,
     run_state,
@@ -110,7 +111,7 @@ def _run_claimed_job(
     notes = []
     if job.method in STAGE1:
         bpath = basis_path(job)
-        stage1 = str(run.parent / STAGE1[job.method])
+        stage1 = str(run.parent / job.stage1_run)
         plan = s.basis_plan(job.dataset, job.shots)
         changed = bpath.is_file() and basis_window(bpath) != (plan.window, plan.rank)
         if stage1 in restart_subpt or changed or not bpath.is_file():
@@ -131,7 +132,7 @@ def _run_claimed_job(
             # (from the same stage-1 run) is kept; a run started from an older basis restarts.
             state, detail = run_state(s, job)
             if state == "restart":
-                detail = f"{STAGE1[job.method]} was retrained" if stage1 in restart_subpt else "basis setting changed"
+                detail = f"{job.stage1_run} was retrained" if stage1 in restart_subpt else "basis setting changed"
     source = reusable_run(s, job) if state != "finished" else None
     if state == "finished":
         outcome = "skipped"
@@ -196,7 +197,7 @@ def describe_plan(s: SweepSettings, jobs: list[Job], workers: int) -> list[str]:
             info.append(f"{s.epochs_for(j.dataset, j.shots)} epochs")
         if j.method in STAGE1:
             plan = s.basis_plan(j.dataset, j.shots)
-            info.append(f"basis of {STAGE1[j.method]}: epochs 1-{plan.t}, r {plan.rank}")
+            info.append(f"basis of {j.stage1_run}: epochs 1-{plan.t}, r {plan.rank}")
         if s.spec.is_transfer:
             info.append(f"-> {', '.join(s.targets)}")
         if detail:
@@ -225,6 +226,8 @@ def prepare_sweep(s: SweepSettings, echo: Echo, local: bool = True) -> list[Job]
     _, added = expand_methods(s.methods)
     if added:
         echo(f"note: added {', '.join(added)}: SubPT builds its basis from that run of the same seed")
+    for name, reason in prompt_plan(s)[1].items():
+        echo(f"note: {name} left out: {reason}")
     return plan_jobs(s)
 
 

@@ -1,11 +1,14 @@
 """The plan of a sweep: its settings, its jobs in dependency order, and the state of each job's run folder.
 
-Layout: OUT/<protocol>/<dataset>/shots<K>/seed<S>/<method>/ with methods
+Layout: OUT/<protocol>/<dataset>/shots<K>/seed<S>/<run>/ with runs (the variants of --methods)
   zeroshot   config.json (method "zeroshot") + zeroshot.json: zero-shot CLIP with the dataset's template
   coop       CoOp
   subpt      SubPT with the early basis of the same seed's coop run (seed<S>/basis_coop.pt)
   nfl        CoOp+NFL
   subpt_nfl  SubPT+NFL with the early basis of the same seed's nfl run (seed<S>/basis_nfl.pt)
+and, for every other prompt-learning method P of --method (subpt.config.PROMPT_METHODS, e.g. kgcoop), the same
+variants under names that carry P, so that methods never share a folder (`run_name`):
+  P, subpt_P (basis_P.pt), P_nfl, subpt_P_nfl (basis_P_nfl.pt); zeroshot is one run for every method.
 Transfer protocols add RUN/transfer/<target>.json to every run. OUT/<protocol>/sweep.json lists every
 job ever planned there, so `subpt table` can show the ones that are missing.
 
@@ -45,11 +48,45 @@ METHOD_LABELS = {
 # SubPT's basis comes from this method's run of the same seed.
 STAGE1 = {"subpt": "coop", "subpt_nfl": "nfl"}
 NFL_METHODS = ("nfl", "subpt_nfl")
+# The run folder of each variant for a prompt-learning method other than CoOp (P: its key in PROMPT_METHODS).
+_PROMPT_RUN_NAMES = {"coop": "{p}", "subpt": "subpt_{p}", "nfl": "{p}_nfl", "subpt_nfl": "subpt_{p}_nfl"}
 # Settings that do not change a run's numbers, or are managed by the sweep itself.
 NOT_MATERIAL = ("device", "root", "text_chunk", "basis")
 MANIFEST = "sweep.json"
 
 Echo = Callable[[str], None]
+
+
+def run_name(variant: str, prompt: str = "coop") -> str:
+    """The run folder of a variant (coop, subpt, nfl, subpt_nfl, zeroshot) of a prompt-learning method: CoOp's
+    keep their names, another method's carry its key (kgcoop, subpt_kgcoop, kgcoop_nfl, subpt_kgcoop_nfl)."""
+    if prompt == "coop" or variant == ZEROSHOT:
+        return variant
+    return _PROMPT_RUN_NAMES[variant].format(p=prompt)
+
+
+def run_names() -> dict[str, tuple[str, str]]:
+    """Every run folder name a sweep can write -> (variant, prompt method), in table order: zero-shot, then each
+    prompt method of subpt.config.PROMPT_METHODS with its variants."""
+    from subpt.config import PROMPT_METHODS
+
+    out = {ZEROSHOT: (ZEROSHOT, "coop")}
+    for p in PROMPT_METHODS:
+        for v in METHODS[1:]:
+            out[run_name(v, p)] = (v, p)
+    return out
+
+
+def run_label(name: str) -> str:
+    """The display name of a run folder: Zero-shot CLIP, CoOp, SubPT+NFL, KgCoOp, SubPT(KgCoOp)+NFL, ..."""
+    from subpt.config import PROMPT_METHODS
+
+    variant, prompt = run_names().get(name, (name, "coop"))
+    if prompt == "coop" or variant == ZEROSHOT:
+        return METHOD_LABELS.get(variant, name)
+    base = PROMPT_METHODS[prompt][0]
+    label = f"SubPT({base})" if variant in STAGE1 else base
+    return label + ("+NFL" if variant in NFL_METHODS else "")
 
 
 @dataclass
@@ -73,6 +110,8 @@ class SweepSettings:
     rank: int | None = None
     targets: list[str] = field(default_factory=list)  # transfer protocols
     embedded_options: dict[str, Any] = field(default_factory=dict)  # dataset options of embedded datasets
+    prompt_methods: list[str] = field(default_factory=lambda: ["coop"])  # --method: keys of PROMPT_METHODS
+    method_lambda: float | None = None  # --method-lambda (one method other than CoOp only)
 
     @property
     def spec(self) -> Protocol:
@@ -113,8 +152,9 @@ class Job:
     dataset: str
     shots: int
     seed: int
-    method: str
+    method: str  # the variant: zeroshot, coop, subpt, nfl or subpt_nfl
     run_dir: str
+    prompt: str = "coop"  # the prompt-learning method (subpt.config.PROMPT_METHODS)
 
     @property
     def group(self) -> tuple[str, int, int]:
@@ -123,8 +163,18 @@ class Job:
 
     @property
     def name(self) -> str:
-        """dataset/shotsK/seedS/method."""
-        return f"{self.dataset}/shots{self.shots}/seed{self.seed}/{self.method}"
+        """dataset/shotsK/seedS/run (the run folder's name)."""
+        return f"{self.dataset}/shots{self.shots}/seed{self.seed}/{self.run}"
+
+    @property
+    def run(self) -> str:
+        """The run folder's name: coop, subpt_nfl, kgcoop, subpt_kgcoop_nfl, ... (see `run_name`)."""
+        return run_name(self.method, self.prompt)
+
+    @property
+    def stage1_run(self) -> str:
+        """The run folder's name of the run a SubPT job takes its basis from (same prompt method, same seed)."""
+        return run_name(STAGE1[self.method], self.prompt)
 
 
 def parse_list(text: str | None, what: str, cast: type = str) -> list:
@@ -153,6 +203,55 @@ def expand_methods(methods: list[str]) -> tuple[list[str], list[str]]:
     return [m for m in METHODS if m in chosen], added
 
 
+def prompt_plan(s: SweepSettings) -> tuple[list[tuple[str, str]], dict[str, str]]:
+    """The (prompt method, variant) pairs the sweep runs, and for each run the trainer refuses (ProGrad with NFL,
+    ...) its folder name -> the trainer's own one-line reason (TrainConfig.validate_method)."""
+    from subpt.config import TrainConfig
+
+    variants, _ = expand_methods(s.methods)
+    pairs, refused = [], {}
+    for p in s.prompt_methods:
+        for v in variants:
+            if v == ZEROSHOT:
+                continue
+            try:
+                TrainConfig(prompt_method=p, method_lambda=_lambda(s, p), nfl=v in NFL_METHODS).validate_method()
+            except SubptError as e:
+                refused[run_name(v, p)] = str(e)
+                continue
+            pairs.append((p, v))
+    return pairs, refused
+
+
+def _lambda(s: SweepSettings, prompt: str) -> float | None:
+    return None if prompt == "coop" else s.method_lambda
+
+
+def validate_prompt_methods(s: SweepSettings) -> None:
+    """Check --method and --method-lambda: known methods (subpt.config.PROMPT_METHODS), no repeats, a lambda for
+    exactly one method other than CoOp; a method none of whose runs the trainer accepts is refused."""
+    from subpt.config import PROMPT_METHODS, TrainConfig
+
+    if not s.prompt_methods:
+        raise SubptError("--method is empty")
+    for p in s.prompt_methods:
+        if p not in PROMPT_METHODS:
+            raise SubptError(f"--method: unknown method {p!r}; choose from {', '.join(PROMPT_METHODS)}")
+    if len(set(s.prompt_methods)) != len(s.prompt_methods):
+        raise SubptError(f"--method lists a method twice: {','.join(s.prompt_methods)}")
+    if s.method_lambda is not None:
+        if len(s.prompt_methods) != 1 or s.prompt_methods[0] == "coop":
+            raise SubptError("--method-lambda weighs one baseline's own term: give exactly one --method other than coop")
+        TrainConfig(prompt_method=s.prompt_methods[0], method_lambda=s.method_lambda).validate_method()
+    pairs, refused = prompt_plan(s)
+    trained = {p for p, _ in pairs}
+    for p in s.prompt_methods:
+        mine = [(n, r) for n, r in refused.items() if run_names()[n][1] == p]
+        if p not in trained and mine:
+            name, reason = mine[0]
+            raise SubptError(f"--method {p} --methods {','.join(s.methods)}: nothing left to run ({name}: {reason})")
+
+
 def validate(s: SweepSettings, local: bool = True) -> None:
     """Check the settings before anything runs or is written (`local` false: the runs go to a cluster, so a CUDA
     sweep needs no GPU here)."""
@@ -168,6 +267,7 @@ def validate(s: SweepSettings, local: bool = True) -> None:
         raise SubptError("--methods is empty")
     if not s.shots:
         raise SubptError("--shots is empty")
+    validate_prompt_methods(s)
     if s.targets and not spec.is_transfer:
         raise SubptError(f"--targets only applies to the transfer protocols, not {s.protocol}")
     if spec.is_transfer and not s.targets:
@@ -203,15 +303,19 @@ def validate(s: SweepSettings, local: bool = True) -> None:
 
 
 def plan_jobs(s: SweepSettings) -> list[Job]:
-    """The job list: datasets x shots x seeds, and within each, the methods in dependency order."""
+    """The job list: datasets x shots x seeds, and within each, zero-shot then every prompt method's variants in
+    dependency order (the pairs the trainer refuses left out, see `prompt_plan`)."""
     methods, _ = expand_methods(s.methods)
+    pairs, _ = prompt_plan(s)
+    units = [(ZEROSHOT, "coop")] if ZEROSHOT in methods else []
+    units += [(v, p) for p, v in pairs]
     jobs = []
     for d in s.datasets:
         for k in s.shots:
             for seed in s.seeds:
-                for m in methods:
-                    run = s.protocol_dir / d / f"shots{k}" / f"seed{seed}" / m
-                    jobs.append(Job(len(jobs), d, k, seed, m, str(run)))
+                for v, p in units:
+                    run = s.protocol_dir / d / f"shots{k}" / f"seed{seed}" / run_name(v, p)
+                    jobs.append(Job(len(jobs), d, k, seed, v, str(run), p))
     return jobs
 
 
@@ -230,7 +334,7 @@ def worker_share(jobs: list[Job], worker: int, workers: int) -> list[Job]:
 
 def basis_path(job: Job) -> Path:
     """The basis file SubPT (or SubPT+NFL) of this job's seed uses."""
-    return Path(job.run_dir).parent / f"basis_{STAGE1[job.method]}.pt"
+    return Path(job.run_dir).parent / f"basis_{job.stage1_run}.pt"
 
 
 def job_config(s: SweepSettings, job: Job) -> Any:
@@ -257,6 +361,8 @@ def job_config(s: SweepSettings, job: Job) -> Any:
         n_ctx=s.n_ctx,
         aug_views=s.aug_views,
         epochs=s.epochs_for(job.dataset, job.shots),
+        prompt_method=job.prompt,
+        method_lambda=_lambda(s, job.prompt),
         nfl=job.method in NFL_METHODS,
         nfl_names=spec.nfl_names,
         basis=str(basis_path(job)) if job.method in STAGE1 else None,
@@ -362,9 +468,9 @@ def reusable_basis(s: SweepSettings, job: Job, plan: BasisPlan) -> Path | None:
 
     from subpt import runs
 
-    ours = Path(job.run_dir).parent / STAGE1[job.method]
+    ours = Path(job.run_dir).parent / job.stage1_run
     for sibling in _sibling_paths(s, job):
-        theirs = sibling.parent / STAGE1[job.method]
+        theirs = sibling.parent / job.stage1_run
         candidate = sibling.parent / basis_path(job).name
         if not candidate.is_file() or basis_window(candidate) != (plan.window, plan.rank):
             continue
@@ -401,7 +507,7 @@ def update_manifest(s: SweepSettings, jobs: list[Job]) -> Path:
         except json.JSONDecodeError:
             old = {}
     keys = {tuple(k) for k in old.get("jobs", [])}
-    keys |= {(j.dataset, j.shots, j.seed, j.method) for j in jobs}
+    keys |= {(j.dataset, j.shots, j.seed, j.run) for j in jobs}
     targets = dict(old.get("targets", {}))
     for d in s.datasets:
         targets[d] = list(dict.fromkeys([*targets.get(d, []), *s.targets]))

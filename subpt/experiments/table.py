@@ -20,14 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from subpt.errors import SubptError
 from subpt.evaluate import harmonic_mean
 from subpt.experiments.collect import Collected, collect, resolve_roots
 from subpt.experiments.protocols import (
     BASE2NOVEL,
     FEWSHOT,
     PUBLISHED_BASE2NOVEL,
+    PUBLISHED_PAPERS,
+    PUBLISHED_SOURCE,
+    get_protocol,
 )
-from subpt.experiments.sweep_plan import METHOD_LABELS
+from subpt.experiments.sweep_plan import ZEROSHOT, run_label
 
 HM_RULE = (
     "HM per dataset: mean ± std over seeds of each run's HM; HM of an average: 2BN/(B+N) of the averaged "
@@ -160,11 +164,31 @@ def _table(
 
 
 def _row(method: str, cells: list[Cell], label: str | None = None) -> dict:
-    return {"method": method, "label": label or METHOD_LABELS.get(method, method), "cells": cells}
+    return {"method": method, "label": label or run_label(method), "cells": cells}
+
+
+PUBLISHED_NAME = {ZEROSHOT: "CLIP (zero-shot)"}  # a measured row's name in PUBLISHED_BASE2NOVEL, where it differs
+
+
+def published_table(methods: list[str]) -> dict:
+    """The published base-to-novel averages (METHOD.md section 5) as a table of their own, never averaged with
+    the measured rows; its note names the measured methods that have no published row."""
+    rows = []
+    for name, vals in PUBLISHED_BASE2NOVEL.items():
+        cells = [Cell({}, 0, mean=v, std=None, status="published") for v in vals]
+        rows.append({**_row(name, cells, f"{name} (published; method: {PUBLISHED_PAPERS[name]})"), "paper": PUBLISHED_PAPERS[name]})
+    labels = [run_label(m) for m in methods]
+    unpublished = [lab for m, lab in zip(methods, labels) if PUBLISHED_NAME.get(m, lab) not in PUBLISHED_BASE2NOVEL]
+    table = _table(f"Published, not measured here ({PUBLISHED_SOURCE})", "published", None, None,
+                   ["Base", "Novel", "HM"], rows)
+    table["source"] = PUBLISHED_SOURCE
+    table["unpublished"] = unpublished
+    return table
 
 
 def build_tables(col: Collected, published: bool = False) -> list[dict]:
-    """The protocol's tables (cells as Cell objects): averages first, then one per dataset."""
+    """The protocol's tables (cells as Cell objects): averages first (with `published`, the published averages
+    right after the 16-shot average, as a table of their own), then one per dataset."""
     spec = col.spec
     tables = []
     if spec.kind == BASE2NOVEL:
@@ -179,12 +203,11 @@ def build_tables(col: Collected, published: bool = False) -> list[dict]:
                 b = average_cell([per[d][m][0] for d in ds])
                 n = average_cell([per[d][m][1] for d in ds])
                 rows.append(_row(m, [b, n, hm_cell(b, n)]))
-            if published:
-                for name, vals in PUBLISHED_BASE2NOVEL.items():
-                    cells = [Cell({}, 0, mean=v, std=None, status="published") for v in vals]
-                    rows.append(_row(name, cells, f"{name} (published)"))
             title = f"Average over {len(ds)} dataset{'s' if len(ds) > 1 else ''} ({k} shots)"
             tables.append(_table(title, "average", None, k, ["Base", "Novel", "HM"], rows))
+            if published:
+                tables.append(published_table(col.methods))
+                published = False  # once, beside the first average
             for d in ds:
                 rows = [_row(m, per[d][m]) for m in col.methods]
                 tables.append(_table(f"{d} ({k} shots)", "dataset", d, k, ["Base", "Novel", "HM"], rows))
@@ -246,7 +269,13 @@ def missing_runs(col: Collected) -> list[dict]:
 def make_report(roots: list[Path], protocol: str | None = None, published: bool = False) -> dict:
     """All tables of every protocol found under `roots`, JSON-ready."""
     report = []
-    for name, proots in resolve_roots([Path(r) for r in roots], protocol).items():
+    found = resolve_roots([Path(r) for r in roots], protocol)
+    if published and not any(get_protocol(name).kind == BASE2NOVEL for name in found):
+        raise SubptError(
+            f"--published adds the published base-to-novel averages (ViT-B/16, CoOp's 11 datasets); these folders "
+            f"hold {', '.join(found)}, not base2novel: drop --published (no published numbers exist here for them)"
+        )
+    for name, proots in found.items():
         col = collect(name, proots)
         tables = build_tables(col, published=published and col.spec.kind == BASE2NOVEL)
         for t in tables:
@@ -259,7 +288,8 @@ def make_report(roots: list[Path], protocol: str | None = None, published: bool 
             notes.append(HM_RULE)
             if published:
                 notes.append(
-                    "(published): averages over CoOp's 11 datasets with ViT-B/16 and 16 shots, as reported."
+                    f"Published ({PUBLISHED_SOURCE}): each row names the paper that introduced the method; shown "
+                    "apart, never part of a measured mean; comparable only with ViT-B/16 runs on the 11 datasets."
                 )
         elif col.spec.kind == FEWSHOT:
             notes.append("Accuracy on the test images of all classes.")
@@ -302,11 +332,19 @@ def to_markdown(report: dict) -> str:
             for row in t["rows"]:
                 lines.append(f"| {row['label']} | " + " | ".join(c["text"] for c in row["cells"]) + " |")
             lines.append("")
+            if t.get("unpublished"):
+                lines += [unpublished_note(t), ""]
         miss = p["missing"]
         lines += [f"## Missing runs ({len(miss)})", ""]
         lines += [f"- {m['run']}: {m['reason']}" for m in miss] or ["None: every expected run is finished."]
         lines.append("")
     return "\n".join(lines)
+
+
+def unpublished_note(table: dict) -> str:
+    """The line under the published table naming the measured methods without a published row."""
+    return (f"No published row in METHOD.md for {', '.join(table['unpublished'])}: none is shown (no number is "
+            "made up for them).")
 
 
 def write_csv(report: dict, path: Path) -> None:
@@ -373,6 +411,8 @@ def print_report(report: dict, console: Any = None) -> None:
             for row in t["rows"]:
                 table.add_row(row["label"], *(_styled(c) for c in row["cells"]))
             console.print(table)
+            if t.get("unpublished"):
+                console.print(unpublished_note(t), markup=False)
         miss = p["missing"]
         if miss:
             console.print(f"[yellow]Missing runs ({len(miss)}):[/yellow]")
