@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import click
 import typer
+from click.core import ParameterSource
 
 from subpt.config import AUG_VIEWS_DEFAULT, AUG_VIEWS_EMBEDDED, TrainConfig
 from subpt.errors import SubptError
@@ -41,6 +43,12 @@ AUG_VIEWS_HELP = (
 AUG_VIEWS = typer.Option(T("aug_views"), "--aug-views", help=AUG_VIEWS_HELP)
 
 
+def given_options(names: dict) -> set[str]:
+    """Which of these options of the running command the user gave on the command line (not left at default)."""
+    ctx = click.get_current_context()
+    return {n for n in names if ctx.get_parameter_source(n) not in (None, ParameterSource.DEFAULT)}
+
+
 @app.command()
 @run_guarded
 @with_task_options
@@ -62,7 +70,10 @@ def train(
     lr: float = typer.Option(T("lr"), help="SGD learning rate (cosine schedule)."),
     weight_decay: float = typer.Option(T("weight_decay"), "--weight-decay"),
     warmup_epochs: int = typer.Option(T("warmup_epochs"), "--warmup-epochs"),
-    method: str = typer.Option(T("prompt_method"), "--method", help="coop, kgcoop or prograd (docs/baselines.md)."),
+    method: str = typer.Option(
+        T("prompt_method"), "--method",
+        help="coop, kgcoop, prograd or cocoop (docs/baselines.md). cocoop's paper settings (ctx 'a photo of a', "
+             "batch 1, 10 epochs, lr 0.002) apply to the options you do not give."),
     method_lambda: float = typer.Option(
         T("method_lambda"), "--method-lambda", help="Weight of the method's own term (default: KgCoOp 8, ProGrad 1)."),
     basis: str = typer.Option(T("basis"), "--basis", help="SubPT: project every gradient onto this basis file."),
@@ -81,15 +92,18 @@ def train(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out."),
     as_json: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
 ) -> None:
-    """Train a prompt: CoOp, KgCoOp or ProGrad (--method), SubPT of any of them with --basis, optionally with --nfl."""
-    from subpt.config import TrainConfig
+    """Train a prompt: CoOp, KgCoOp, ProGrad or CoCoOp (--method), SubPT of any of them with --basis, optionally with
+    --nfl."""
+    from subpt.config import TrainConfig, method_presets
     from subpt.summary import print_run_summary
     from subpt.train import train as run_train
 
+    settings = dict(n_ctx=n_ctx, ctx_init=ctx_init, epochs=epochs, batch_size=batch_size, lr=lr)
+    settings.update(method_presets(method, given_options(settings)))
     cfg = TrainConfig(
         dataset=dataset, root=root, dataset_options=task_options, model=model,
-        pretrained=pretrained, shots=shots, seed=seed, subsample=subsample, n_ctx=n_ctx, ctx_init=ctx_init,
-        csc=csc, class_token_position=class_token_position, epochs=epochs, batch_size=batch_size, lr=lr,
+        pretrained=pretrained, shots=shots, seed=seed, subsample=subsample, **settings,
+        csc=csc, class_token_position=class_token_position,
         weight_decay=weight_decay, warmup_epochs=warmup_epochs, prompt_method=method, method_lambda=method_lambda,
         basis=basis, nfl=nfl, nfl_names=nfl_names,
         nfl_lambda=nfl_lambda, record_grads=record, record_every=record_every, record_dtype=record_dtype, device=device,

@@ -1,0 +1,220 @@
+"""CoCoOp (`subpt train --method cocoop`, docs/baselines.md): the zero-shift identity with CoOp, the batched, chunked
+and prefix-shared per-image text path against the plain one, its settings and refusals, evaluation, resume after
+SIGKILL, and two gloo processes against one.
+
+Tolerances: fp32 relative error (norm of the difference over the norm of the reference) at most 1e-5 for features
+and gradients, as in tests/test_prefix_share.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from kill_resume import train_full_and_killed
+from test_baselines import free_port
+
+from gradflow.trajectory import TrajectoryStore
+from subpt import cocoop
+from subpt.basis_plan import run_basis
+from subpt.config import PromptConfig, TrainConfig, method_presets
+from subpt.errors import SubptError
+from subpt.evaluate import classify
+from subpt.prompts import PromptLearner
+from subpt.runs import read_metrics
+
+FP32_REL = 1e-5
+NAMES = ["red circle", "a", "golden retriever", "sea lion", "the great crested grebe of the northern lakes", "x-ray"]
+CLI_TASK = ["--dataset", "world-color-shape-36", "--shots", "2"]
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Relative error of a against the reference b."""
+    return float((a.detach().float() - b.detach().float()).norm() / b.detach().float().norm())
+
+
+def images(backbone, n: int, seed: int = 0) -> torch.Tensor:
+    """n random normalised image features."""
+    gen = torch.Generator().manual_seed(seed)
+    return F.normalize(torch.randn(n, backbone.embed_dim, generator=gen), dim=-1).to(backbone.device)
+
+
+def learner(backbone, prefix_share: bool = True, n_ctx: int = 4) -> cocoop.CoCoOpLearner:
+    return cocoop.CoCoOpLearner(backbone, NAMES, PromptConfig(n_ctx=n_ctx), seed=3, prefix_share=prefix_share)
+
+
+# ------------------------------------------------------------------------------------------------ the identity
+def test_zero_meta_output_gives_coop_logits(tiny_backbone):
+    """pi(x) = 0 (the meta-network's last layer zeroed): every image's prompt is CoOp's, so are the logits."""
+    co = learner(tiny_backbone)
+    coop = PromptLearner(tiny_backbone, NAMES, PromptConfig(n_ctx=4), seed=3)
+    assert torch.equal(co.ctx, coop.ctx)
+    x = images(tiny_backbone, 5)
+    assert rel(co.per_image_logits(x), classify(x, coop.text_features(), coop.backbone.model.logit_scale)) > 1e-3
+    w1, b1, w2, b2 = co.meta.weights()
+    with torch.no_grad():
+        w2.zero_()
+        b2.zero_()
+    assert torch.equal(co.image_contexts(x), co.ctx.expand(5, -1, -1))
+    expected = classify(x, coop.text_features(), coop.backbone.model.logit_scale)
+    torch.testing.assert_close(co.per_image_logits(x), expected, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(co.per_image_logits(x, chunk=4), expected, rtol=1e-6, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------------ the text path
+def test_batched_chunked_prefix_shared_features_equal_the_plain_path(tiny_backbone):
+    """Each image's features, one image at a time through full sequences (CoOp's learner holding ctx + pi(x_b)), equal
+    the batched prefix-shared pass and every piece layout of the chunked one."""
+    co = learner(tiny_backbone)
+    assert co.shares_prefix()
+    x = images(tiny_backbone, 5)
+    with torch.no_grad():
+        ctxs = co.image_contexts(x)
+        ref = []
+        for c in ctxs:
+            plain = PromptLearner(tiny_backbone, NAMES, PromptConfig(n_ctx=4), prefix_share=False)
+            plain.ctx.copy_(c)
+            ref.append(plain.text_features())
+        ref = torch.stack(ref)
+        assert rel(co.image_text_features(ctxs), ref) < FP32_REL
+        full = learner(tiny_backbone, prefix_share=False)
+        assert rel(full.image_text_features(ctxs), ref) < FP32_REL
+        for chunk in (1, 4, 6, 13, 100):  # one class, classes split per image, 2 images per pass, all at once
+            assert rel(co.chunked_text_features(ctxs, chunk=chunk), ref) < FP32_REL, chunk
+
+
+@pytest.mark.parametrize("chunk", [None, 4])
+def test_training_gradient_matches_the_plain_path(tiny_backbone, chunk):
+    """ctx and meta-network gradients of the batched (and chunked) prefix-shared step equal the full-sequence one."""
+    gen = torch.Generator().manual_seed(1)
+    x, y = images(tiny_backbone, 4, seed=2), torch.randint(0, len(NAMES), (4,), generator=gen)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    from contextlib import nullcontext
+
+    got, want = learner(tiny_backbone), learner(tiny_backbone, prefix_share=False)
+    loss, _ = cocoop.backward_step(got, x, y, 4, chunk, scaler, nullcontext)
+    ref_loss, _ = cocoop.backward_step(want, x, y, 4, None, scaler, nullcontext)
+    assert loss == pytest.approx(ref_loss, rel=1e-6)
+    assert rel(got.ctx.grad, want.ctx.grad) < FP32_REL
+    assert rel(got.meta.flat.grad, want.meta.flat.grad) < FP32_REL
+    assert want.meta.flat.grad.norm() > 0
+
+
+def test_pieces_bound_every_pass():
+    assert cocoop.pieces(3, 5, None) == [(slice(0, 3), slice(0, 5))]
+    layouts = {chunk: cocoop.pieces(3, 5, chunk) for chunk in (1, 4, 5, 12, 15)}
+    for chunk, parts in layouts.items():
+        cells = set()
+        for imgs, cls in parts:
+            assert (imgs.stop - imgs.start) * (cls.stop - cls.start) <= chunk
+            cells |= {(i, c) for i in range(imgs.start, imgs.stop) for c in range(cls.start, cls.stop)}
+        assert cells == {(i, c) for i in range(3) for c in range(5)}, chunk
+
+
+# ------------------------------------------------------------------------------------------------ settings
+def test_presets_display_name_and_refusals(tmp_path):
+    assert method_presets("cocoop", set()) == {
+        "ctx_init": "a photo of a", "n_ctx": 4, "batch_size": 1, "epochs": 10, "lr": 0.002
+    }
+    assert method_presets("cocoop", {"epochs", "n_ctx"}) == {"batch_size": 1, "lr": 0.002}
+    assert method_presets("kgcoop", set()) == {}
+    small = dict(dataset="world-color-shape-36", shots=2)
+    assert TrainConfig(**small, prompt_method="cocoop").method == "CoCoOp"
+    basis = tmp_path / "b.pt"
+    basis.write_bytes(b"")
+    assert TrainConfig(**small, prompt_method="cocoop", basis=str(basis)).method == "SubPT(CoCoOp)"
+    refused = [
+        (dict(nfl=True), "--method cocoop cannot be combined with --nfl: NFL's text-only student has no image"),
+        (dict(csc=True), "--method cocoop learns one shared context"),
+        (dict(method_lambda=1.0), "CoCoOp has none"),
+    ]
+    for kw, msg in refused:
+        with pytest.raises(SubptError, match=msg):
+            TrainConfig(**small, prompt_method="cocoop", **kw).validate()
+
+
+def test_cli_refuses_nfl_in_one_line(tmp_path):
+    from subpt._cli.subpt_app import app
+    from typer.testing import CliRunner
+
+    result = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "new"), *CLI_TASK, "--method", "cocoop", "--nfl"])
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "--method cocoop cannot be combined with --nfl" in lines[0], result.stderr
+    assert not (tmp_path / "new").exists()
+
+
+def test_cli_applies_the_paper_settings_and_eval_agrees(tmp_path):
+    """`--method cocoop` records the paper's settings it applied (not the ones given); `subpt eval` of the run
+    (per-image text features, base and novel) reproduces its final accuracy; the recorder holds ctx and the
+    meta-network as two entries, and the SubPT basis of the run spans ctx alone."""
+    from subpt._cli.subpt_app import app
+    from typer.testing import CliRunner
+
+    runner = CliRunner()
+    out = tmp_path / "run"
+    args = ["train", "--out", str(out), *CLI_TASK, "--method", "cocoop", "--epochs", "2", "--record", "--json"]
+    trained = runner.invoke(app, args)
+    assert trained.exit_code == 0, trained.output
+    saved = json.loads((out / "config.json").read_text())
+    assert (saved["prompt_method"], saved["ctx_init"], saved["n_ctx"], saved["batch_size"], saved["epochs"]) == (
+        "cocoop", "a photo of a", 4, 1, 2
+    )
+    final = json.loads(trained.stdout)["final"]
+    assert final["step"] == 2 * 36  # 18 base classes x 2 shots, batch 1
+    evaluated = runner.invoke(app, ["eval", str(out), "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    result = json.loads(evaluated.stdout)
+    assert result["method"] == "CoCoOp"
+    assert result["base_acc"] == final["base_acc"] and result["novel_acc"] == final["novel_acc"]
+    store = TrajectoryStore.open(out / "trajectory")
+    assert [p["name"] for p in store.params] == ["ctx", "meta_net"]
+    ckpt = torch.load(out / "ckpt" / "last.pt", weights_only=True)
+    assert store.param_dim("meta_net") == ckpt["meta_net"].numel() and len(ckpt["optimizer"]["state"]) == 2
+    snaps = store.rows("snapshots", param="meta_net")
+    assert not torch.equal(torch.from_numpy(snaps[0]), torch.from_numpy(snaps[-1]))  # the meta-network trained
+    basis = run_basis(out, "epochs:0-2", 1, tmp_path / "b.pt")
+    assert basis.dim == 4 * 128 and basis.metadata["param_names"] == ["ctx"]
+
+
+# ------------------------------------------------------------------------------------------------ resume and DDP
+def test_resume_after_sigkill_is_bit_identical(tmp_path):
+    args = [*CLI_TASK, "--method", "cocoop", "--batch-size", "8", "--record"]
+    train_full_and_killed(tmp_path, args, epochs=10, env={"OMP_NUM_THREADS": "1"})
+    strip = lambda ms: [{k: v for k, v in m.items() if k != "seconds"} for m in ms]  # noqa: E731
+    assert strip(read_metrics(tmp_path / "full")) == strip(read_metrics(tmp_path / "killed"))
+    for e in range(1, 11):
+        a = torch.load(tmp_path / "full" / "ckpt" / f"ctx_{e:03d}.pt", weights_only=True)
+        b = torch.load(tmp_path / "killed" / "ckpt" / f"ctx_{e:03d}.pt", weights_only=True)
+        assert torch.equal(a["ctx"], b["ctx"]) and torch.equal(a["meta_net"], b["meta_net"]), e
+    a, b = (torch.load(tmp_path / d / "ckpt" / "last.pt", weights_only=True)["optimizer"] for d in ("full", "killed"))
+    assert all(torch.equal(a["state"][i]["momentum_buffer"], b["state"][i]["momentum_buffer"]) for i in (0, 1))
+    sa, sb = (TrajectoryStore.open(tmp_path / d / "trajectory") for d in ("full", "killed"))
+    for stream in ("grads", "snapshots"):
+        assert (sa.rows(stream) == sb.rows(stream)).all()
+
+
+def test_two_gloo_processes_match_one(tmp_path):
+    """The meta-network's gradient is all-reduced as ctx's is: rank 0 of two processes ends where one process ends."""
+    args = ["train", *CLI_TASK, "--epochs", "2", "--batch-size", "4", "--lr", "0.05", "--method", "cocoop", "--json"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cli = [sys.executable, "-m", "subpt._cli.subpt_app"]
+    subprocess.run([*cli, *args, "--out", str(tmp_path / "one")], check=True, env=env, capture_output=True)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+              "--master_port", str(free_port()), "-m", "subpt._cli.subpt_app"]
+    done = subprocess.run([*launch, *args, "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    a = torch.load(tmp_path / "one" / "ckpt" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "two" / "ckpt" / "last.pt", weights_only=True)
+    assert a["step"] == b["step"] == 2 * 9
+    for name in ("ctx", "meta_net"):
+        torch.testing.assert_close(b[name], a[name], atol=2e-5, rtol=1e-4)
+    moved = torch.load(tmp_path / "one" / "ckpt" / "ctx_001.pt", weights_only=True)["meta_net"]
+    assert not torch.equal(moved, a["meta_net"])
+    for x, y in zip(read_metrics(tmp_path / "one"), read_metrics(tmp_path / "two")):
+        assert abs(x["loss"] - y["loss"]) < 1e-5 and abs(x["base_acc"] - y["base_acc"]) < 0.5
