@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import click
 import typer
-from click.core import ParameterSource
 
 from subpt.config import AUG_VIEWS_DEFAULT, AUG_VIEWS_EMBEDDED, TrainConfig
 from subpt.errors import SubptError
@@ -43,16 +41,17 @@ AUG_VIEWS_HELP = (
 AUG_VIEWS = typer.Option(T("aug_views"), "--aug-views", help=AUG_VIEWS_HELP)
 
 
-def given_options(names: dict) -> set[str]:
-    """Which of these options of the running command the user gave on the command line (not left at default)."""
-    ctx = click.get_current_context()
-    return {n for n in names if ctx.get_parameter_source(n) not in (None, ParameterSource.DEFAULT)}
+def given_options(ctx: typer.Context, names: dict) -> set[str]:
+    """Which of these options of the running command the user gave (on the command line or the environment)."""
+    sources = {n: ctx.get_parameter_source(n) for n in names}
+    return {n for n, src in sources.items() if src is not None and src.name != "DEFAULT"}
 
 
 @app.command()
 @run_guarded
 @with_task_options
 def train(
+    ctx: typer.Context,
     out: Path = typer.Option(..., "--out", "-o", help="Run folder to create (or continue with --resume)."),
     dataset: str = DATASET,
     root: str = ROOT,
@@ -87,6 +86,8 @@ def train(
     precision: str = typer.Option(T("precision"), help="fp32, bf16 or fp16 (autocast)."),
     text_chunk: int = typer.Option(T("text_chunk"), "--text-chunk", help="Encode this many classes at a time (bounds memory)."),
     aug_views: int = AUG_VIEWS,
+    test_per_class: int = typer.Option(
+        None, "--test-per-class", hidden=True, help="Embedded world only: test images per class (fast tests)."),
     task_options: dict | None = None,
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out."),
@@ -98,8 +99,10 @@ def train(
     from subpt.summary import print_run_summary
     from subpt.train import train as run_train
 
+    if test_per_class is not None:
+        task_options = {**(task_options or {}), "test_per_class": test_per_class}
     settings = dict(n_ctx=n_ctx, ctx_init=ctx_init, epochs=epochs, batch_size=batch_size, lr=lr)
-    settings.update(method_presets(method, given_options(settings)))
+    settings.update(method_presets(method, given_options(ctx, settings)))
     cfg = TrainConfig(
         dataset=dataset, root=root, dataset_options=task_options, model=model,
         pretrained=pretrained, shots=shots, seed=seed, subsample=subsample, **settings,

@@ -149,25 +149,39 @@ def test_cli_refuses_nfl_in_one_line(tmp_path):
     assert not (tmp_path / "new").exists()
 
 
-def test_cli_applies_the_paper_settings_and_eval_agrees(tmp_path):
-    """`--method cocoop` records the paper's settings it applied (not the ones given); `subpt eval` of the run
-    (per-image text features, base and novel) reproduces its final accuracy; the recorder holds ctx and the
-    meta-network as two entries, and the SubPT basis of the run spans ctx alone."""
+def test_cli_applies_the_paper_settings_where_not_given(tmp_path, monkeypatch):
+    """`--method cocoop` fills in the paper's settings for the options not given, and config.json records them."""
+    import subpt.train
     from subpt._cli.subpt_app import app
     from typer.testing import CliRunner
 
-    runner = CliRunner()
+    seen = []
+    monkeypatch.setattr(subpt.train, "train", lambda cfg, *a, **kw: seen.append(cfg) or [])
+    for method, extra, expected in [
+        ("cocoop", [], ("a photo of a", 4, 1, 10, 0.002)),
+        ("cocoop", ["--epochs", "2", "--n-ctx", "8", "--lr", "0.01"], (None, 8, 1, 2, 0.01)),
+        ("kgcoop", [], (None, 16, 32, 100, 0.002)),
+    ]:
+        args = ["train", "--out", str(tmp_path / "run"), *CLI_TASK, "--method", method, *extra, "--json"]
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 0, result.output
+        cfg = seen[-1]
+        assert (cfg.ctx_init, cfg.n_ctx, cfg.batch_size, cfg.epochs, cfg.lr) == expected
+
+
+def test_eval_of_a_cocoop_run_and_its_trajectory(tmp_path):
+    """`subpt eval` of a CoCoOp run (per-image text features, base and novel) reproduces its final accuracy; the
+    recorder holds ctx and the meta-network as two entries, and the SubPT basis of the run spans ctx alone."""
+    from subpt._cli.subpt_app import app
+    from subpt.train import train
+    from typer.testing import CliRunner
+
     out = tmp_path / "run"
-    args = ["train", "--out", str(out), *CLI_TASK, "--method", "cocoop", "--epochs", "2", "--record", "--json"]
-    trained = runner.invoke(app, args)
-    assert trained.exit_code == 0, trained.output
-    saved = json.loads((out / "config.json").read_text())
-    assert (saved["prompt_method"], saved["ctx_init"], saved["n_ctx"], saved["batch_size"], saved["epochs"]) == (
-        "cocoop", "a photo of a", 4, 1, 2
-    )
-    final = json.loads(trained.stdout)["final"]
-    assert final["step"] == 2 * 36  # 18 base classes x 2 shots, batch 1
-    evaluated = runner.invoke(app, ["eval", str(out), "--json"])
+    cfg = TrainConfig(dataset="world-color-shape-36", shots=2, dataset_options={"test_per_class": 4}, epochs=2,
+                      batch_size=4, ctx_init="a photo of a", prompt_method="cocoop", record_grads=True)
+    final = train(cfg, out, progress=False)[-1]
+    assert json.loads((out / "config.json").read_text())["prompt_method"] == "cocoop"
+    evaluated = CliRunner().invoke(app, ["eval", str(out), "--json"])
     assert evaluated.exit_code == 0, evaluated.output
     result = json.loads(evaluated.stdout)
     assert result["method"] == "CoCoOp"
