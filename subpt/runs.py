@@ -28,11 +28,11 @@ import torch
 
 from gradflow.atomic import atomic_torch_save, atomic_write_json, atomic_write_text
 from subpt.backbone import Backbone, load_backbone
+from subpt.cocoop import learner_for
 from subpt.config import STAMP_KEYS, TrainConfig, read_config_file
 from subpt.crashpoints import crash_point
 from subpt.errors import SubptError
 from subpt.evaluate import evaluate_run, zero_shot_metrics
-from subpt.cocoop import META_NAME, learner_for
 from subpt.prompts import PromptLearner
 from subpt.splits import prepare_data
 

@@ -150,10 +150,12 @@ def test_cli_refuses_nfl_in_one_line(tmp_path):
 
 
 def test_cli_applies_the_paper_settings_where_not_given(tmp_path, monkeypatch):
-    """`--method cocoop` fills in the paper's settings for the options not given, and config.json records them."""
-    import subpt.train
+    """`--method cocoop` fills in the paper's settings for the options not given; the config (so config.json) holds
+    the values used."""
     from subpt._cli.subpt_app import app
     from typer.testing import CliRunner
+
+    import subpt.train
 
     seen = []
     monkeypatch.setattr(subpt.train, "train", lambda cfg, *a, **kw: seen.append(cfg) or [])
@@ -169,48 +171,41 @@ def test_cli_applies_the_paper_settings_where_not_given(tmp_path, monkeypatch):
         assert (cfg.ctx_init, cfg.n_ctx, cfg.batch_size, cfg.epochs, cfg.lr) == expected
 
 
-def test_eval_of_a_cocoop_run_and_its_trajectory(tmp_path):
-    """`subpt eval` of a CoCoOp run (per-image text features, base and novel) reproduces its final accuracy; the
-    recorder holds ctx and the meta-network as two entries, and the SubPT basis of the run spans ctx alone."""
+# ------------------------------------------------------------------------------------------------ resume and DDP
+def test_resume_after_sigkill_is_bit_identical_and_eval_agrees(tmp_path):
+    """A `subpt train --method cocoop --record` process killed with SIGKILL resumes to the uninterrupted end: ctx, the
+    meta-network, both momentum buffers and the trajectory bit-identical. The trajectory holds ctx and the
+    meta-network as two entries, the SubPT basis of the run spans ctx alone, and `subpt eval` of the run (per-image
+    text features, base and novel) reproduces its final accuracy."""
     from subpt._cli.subpt_app import app
-    from subpt.train import train
     from typer.testing import CliRunner
 
-    out = tmp_path / "run"
-    cfg = TrainConfig(dataset="world-color-shape-36", shots=2, dataset_options={"test_per_class": 4}, epochs=2,
-                      batch_size=4, ctx_init="a photo of a", prompt_method="cocoop", record_grads=True)
-    final = train(cfg, out, progress=False)[-1]
-    assert json.loads((out / "config.json").read_text())["prompt_method"] == "cocoop"
-    evaluated = CliRunner().invoke(app, ["eval", str(out), "--json"])
-    assert evaluated.exit_code == 0, evaluated.output
-    result = json.loads(evaluated.stdout)
-    assert result["method"] == "CoCoOp"
-    assert result["base_acc"] == final["base_acc"] and result["novel_acc"] == final["novel_acc"]
-    store = TrajectoryStore.open(out / "trajectory")
-    assert [p["name"] for p in store.params] == ["ctx", "meta_net"]
-    ckpt = torch.load(out / "ckpt" / "last.pt", weights_only=True)
-    assert store.param_dim("meta_net") == ckpt["meta_net"].numel() and len(ckpt["optimizer"]["state"]) == 2
-    snaps = store.rows("snapshots", param="meta_net")
-    assert not torch.equal(torch.from_numpy(snaps[0]), torch.from_numpy(snaps[-1]))  # the meta-network trained
-    basis = run_basis(out, "epochs:0-2", 1, tmp_path / "b.pt")
-    assert basis.dim == 4 * 128 and basis.metadata["param_names"] == ["ctx"]
-
-
-# ------------------------------------------------------------------------------------------------ resume and DDP
-def test_resume_after_sigkill_is_bit_identical(tmp_path):
-    args = [*CLI_TASK, "--method", "cocoop", "--batch-size", "8", "--record"]
-    train_full_and_killed(tmp_path, args, epochs=10, env={"OMP_NUM_THREADS": "1"})
+    args = [*CLI_TASK, "--method", "cocoop", "--batch-size", "8", "--epochs", "6", "--record"]
+    full, killed = train_full_and_killed(tmp_path, args, epochs=6, env={"OMP_NUM_THREADS": "1"})
     strip = lambda ms: [{k: v for k, v in m.items() if k != "seconds"} for m in ms]  # noqa: E731
-    assert strip(read_metrics(tmp_path / "full")) == strip(read_metrics(tmp_path / "killed"))
-    for e in range(1, 11):
-        a = torch.load(tmp_path / "full" / "ckpt" / f"ctx_{e:03d}.pt", weights_only=True)
-        b = torch.load(tmp_path / "killed" / "ckpt" / f"ctx_{e:03d}.pt", weights_only=True)
+    assert strip(read_metrics(full)) == strip(read_metrics(killed))
+    for e in range(1, 7):
+        a = torch.load(full / "ckpt" / f"ctx_{e:03d}.pt", weights_only=True)
+        b = torch.load(killed / "ckpt" / f"ctx_{e:03d}.pt", weights_only=True)
         assert torch.equal(a["ctx"], b["ctx"]) and torch.equal(a["meta_net"], b["meta_net"]), e
-    a, b = (torch.load(tmp_path / d / "ckpt" / "last.pt", weights_only=True)["optimizer"] for d in ("full", "killed"))
+    a, b = (torch.load(d / "ckpt" / "last.pt", weights_only=True)["optimizer"] for d in (full, killed))
     assert all(torch.equal(a["state"][i]["momentum_buffer"], b["state"][i]["momentum_buffer"]) for i in (0, 1))
-    sa, sb = (TrajectoryStore.open(tmp_path / d / "trajectory") for d in ("full", "killed"))
+    sa, sb = (TrajectoryStore.open(d / "trajectory") for d in (full, killed))
     for stream in ("grads", "snapshots"):
         assert (sa.rows(stream) == sb.rows(stream)).all()
+
+    assert [p["name"] for p in sa.params] == ["ctx", "meta_net"]
+    assert sa.param_dim("meta_net") == torch.load(full / "ckpt" / "last.pt", weights_only=True)["meta_net"].numel()
+    snaps = sa.rows("snapshots", param="meta_net")
+    assert not torch.equal(torch.from_numpy(snaps[0]), torch.from_numpy(snaps[-1]))  # the meta-network trained
+    basis = run_basis(full, "epochs:0-3", 1, tmp_path / "b.pt")
+    assert basis.dim == 4 * 128 and basis.metadata["param_names"] == ["ctx"]
+
+    evaluated = CliRunner().invoke(app, ["eval", str(full), "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    result, final = json.loads(evaluated.stdout), read_metrics(full)[-1]
+    assert result["method"] == "CoCoOp" and json.loads((full / "config.json").read_text())["batch_size"] == 8
+    assert result["base_acc"] == final["base_acc"] and result["novel_acc"] == final["novel_acc"]
 
 
 def test_two_gloo_processes_match_one(tmp_path):
