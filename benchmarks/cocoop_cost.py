@@ -38,7 +38,9 @@ def coop_epoch(learner: PromptLearner, feats: torch.Tensor, labels: torch.Tensor
     return time.perf_counter() - t0
 
 
-def cocoop_epoch(learner: cocoop.CoCoOpLearner, feats: torch.Tensor, labels: torch.Tensor, batch: int) -> float:
+def cocoop_epoch(
+    learner: cocoop.CoCoOpLearner, feats: torch.Tensor, labels: torch.Tensor, batch: int
+) -> float:
     """Seconds of one CoCoOp epoch (`cocoop.backward_step`, as the trainer calls it)."""
     opt = torch.optim.SGD([learner.ctx, learner.meta.flat], lr=0.002, momentum=0.9)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
@@ -62,9 +64,11 @@ def bench(model: str, pretrained: str, n_classes: int, shots: int, repeats: int)
     cfg = PromptConfig(ctx_init="a photo of a")
     coop = PromptLearner(bb, names, cfg)
     co = cocoop.CoCoOpLearner(bb, names, cfg)
-    runs = {"coop_b32": lambda: coop_epoch(coop, feats, labels, 32),
-            "cocoop_b1": lambda: cocoop_epoch(co, feats, labels, 1),
-            "cocoop_b32": lambda: cocoop_epoch(co, feats, labels, 32)}
+    runs = {
+        "coop_b32": lambda: coop_epoch(coop, feats, labels, 32),
+        "cocoop_b1": lambda: cocoop_epoch(co, feats, labels, 1),
+        "cocoop_b32": lambda: cocoop_epoch(co, feats, labels, 32),
+    }
     times: dict[str, list[float]] = {k: [] for k in runs}
     for _ in range(repeats):  # interleaved, so that load on the machine hits every method alike
         for key, run in runs.items():
@@ -86,14 +90,18 @@ def main() -> None:
     if not args.quick:
         setups.append(("ViT-B-16", "random", args.vit_classes))
     repeats = 1 if args.quick else args.repeats
-    print(f"one training epoch, {args.shots} shots per class, cached features, 4 context vectors, "
-          f"{torch.get_num_threads()} CPU threads, median of {repeats}")
+    print(
+        f"one training epoch, {args.shots} shots per class, cached features, 4 context vectors, "
+        f"{torch.get_num_threads()} CPU threads, median of {repeats}"
+    )
     for model, pretrained, classes in setups:
         r = bench(model, pretrained, classes, args.shots, repeats)
         base = r["coop_b32"]
-        print(f"{r['model']:>10} ({r['classes']} classes, {r['images']} images): CoOp b32 {base:.3f} s | "
-              f"CoCoOp b1 {r['cocoop_b1']:.3f} s (x{r['cocoop_b1'] / base:.1f}) | "
-              f"CoCoOp b32 {r['cocoop_b32']:.3f} s (x{r['cocoop_b32'] / base:.1f})")
+        print(
+            f"{r['model']:>10} ({r['classes']} classes, {r['images']} images): CoOp b32 {base:.3f} s | "
+            f"CoCoOp b1 {r['cocoop_b1']:.3f} s (x{r['cocoop_b1'] / base:.1f}) | "
+            f"CoCoOp b32 {r['cocoop_b32']:.3f} s (x{r['cocoop_b32'] / base:.1f})"
+        )
 
 
 if __name__ == "__main__":

@@ -64,10 +64,16 @@ def pieces(images: int, classes: int, chunk: int | None) -> list[tuple[slice, sl
     if classes <= chunk:
         group = chunk // classes
         return [(slice(i, min(images, i + group)), slice(0, classes)) for i in range(0, images, group)]
-    return [(slice(i, i + 1), slice(s, min(classes, s + chunk))) for i in range(images) for s in range(0, classes, chunk)]
+    return [
+        (slice(i, i + 1), slice(s, min(classes, s + chunk)))
+        for i in range(images)
+        for s in range(0, classes, chunk)
+    ]
 
 
-def per_image_classify(image_features: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:
+def per_image_classify(
+    image_features: torch.Tensor, text: torch.Tensor, logit_scale: torch.Tensor
+) -> torch.Tensor:
     """Logits (B, C) of normalised image features (B, D) against their own normalised text features (B, C, D)."""
     return logit_scale.exp().float() * torch.einsum("bd,bcd->bc", image_features.float(), text.float())
 
@@ -78,7 +84,12 @@ class CoCoOpLearner(PromptLearner):
     conditional = True
 
     def __init__(
-        self, backbone: Backbone, classnames: Sequence[str], cfg: PromptConfig, seed: int = 1, prefix_share: bool = True
+        self,
+        backbone: Backbone,
+        classnames: Sequence[str],
+        cfg: PromptConfig,
+        seed: int = 1,
+        prefix_share: bool = True,
     ):
         super().__init__(backbone, classnames, cfg, seed=seed, prefix_share=prefix_share)
         self.meta = MetaNet(backbone.embed_dim, self.width, seed, backbone.device)
@@ -110,7 +121,9 @@ class CoCoOpLearner(PromptLearner):
             feats = encode_suffixes(model, encode_prefix(model, prefix), emb, prompts.eos_idx[ids] - start)
         else:
             seqs = torch.cat([self.assemble(prompts, ids, ctx=c) for c in ctxs])
-            feats = encode_token_embeddings(model, seqs, prompts.eos_idx[ids].repeat(images)).reshape(images, ids.numel(), -1)
+            feats = encode_token_embeddings(model, seqs, prompts.eos_idx[ids].repeat(images)).reshape(
+                images, ids.numel(), -1
+            )
         return F.normalize(feats.float(), dim=-1)
 
     def chunked_text_features(
@@ -141,7 +154,11 @@ class CoCoOpLearner(PromptLearner):
         out = []
         for s in range(0, image_features.shape[0], group):
             x = image_features[s : s + group]
-            out.append(per_image_classify(x, self.chunked_text_features(self.image_contexts(x), prompts, chunk), scale))
+            out.append(
+                per_image_classify(
+                    x, self.chunked_text_features(self.image_contexts(x), prompts, chunk), scale
+                )
+            )
         if not out:
             return torch.empty(0, n_cls, device=image_features.device)
         return torch.cat(out)
@@ -171,7 +188,9 @@ def backward_step(
     per-image contexts, whose summed gradient then runs through ctx + pi(x) once: the same gradient, with memory
     bounded by one piece.
     """
-    if x.shape[0] == 0:  # a process without an image of this batch (DDP): it adds nothing to the summed gradient
+    if (
+        x.shape[0] == 0
+    ):  # a process without an image of this batch (DDP): it adds nothing to the summed gradient
         for _, p in [("ctx", learner.ctx), *learner.extra_parameters()]:
             p.grad = torch.zeros_like(p)
         return 0.0, 0

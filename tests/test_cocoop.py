@@ -29,7 +29,14 @@ from subpt.prompts import PromptLearner
 from subpt.runs import read_metrics
 
 FP32_REL = 1e-5
-NAMES = ["red circle", "a", "golden retriever", "sea lion", "the great crested grebe of the northern lakes", "x-ray"]
+NAMES = [
+    "red circle",
+    "a",
+    "golden retriever",
+    "sea lion",
+    "the great crested grebe of the northern lakes",
+    "x-ray",
+]
 CLI_TASK = ["--dataset", "world-color-shape-36", "--shots", "2"]
 
 
@@ -55,7 +62,9 @@ def test_zero_meta_output_gives_coop_logits(tiny_backbone):
     coop = PromptLearner(tiny_backbone, NAMES, PromptConfig(n_ctx=4), seed=3)
     assert torch.equal(co.ctx, coop.ctx)
     x = images(tiny_backbone, 5)
-    assert rel(co.per_image_logits(x), classify(x, coop.text_features(), coop.backbone.model.logit_scale)) > 1e-3
+    assert (
+        rel(co.per_image_logits(x), classify(x, coop.text_features(), coop.backbone.model.logit_scale)) > 1e-3
+    )
     w1, b1, w2, b2 = co.meta.weights()
     with torch.no_grad():
         w2.zero_()
@@ -119,7 +128,11 @@ def test_pieces_bound_every_pass():
 # ------------------------------------------------------------------------------------------------ settings
 def test_presets_display_name_and_refusals(tmp_path):
     assert method_presets("cocoop", set()) == {
-        "ctx_init": "a photo of a", "n_ctx": 4, "batch_size": 1, "epochs": 10, "lr": 0.002
+        "ctx_init": "a photo of a",
+        "n_ctx": 4,
+        "batch_size": 1,
+        "epochs": 10,
+        "lr": 0.002,
     }
     assert method_presets("cocoop", {"epochs", "n_ctx"}) == {"batch_size": 1, "lr": 0.002}
     assert method_presets("kgcoop", set()) == {}
@@ -129,7 +142,10 @@ def test_presets_display_name_and_refusals(tmp_path):
     basis.write_bytes(b"")
     assert TrainConfig(**small, prompt_method="cocoop", basis=str(basis)).method == "SubPT(CoCoOp)"
     refused = [
-        (dict(nfl=True), "--method cocoop cannot be combined with --nfl: NFL's text-only student has no image"),
+        (
+            dict(nfl=True),
+            "--method cocoop cannot be combined with --nfl: NFL's text-only student has no image",
+        ),
         (dict(csc=True), "--method cocoop learns one shared context"),
         (dict(method_lambda=1.0), "CoCoOp has none"),
     ]
@@ -142,7 +158,9 @@ def test_cli_refuses_nfl_in_one_line(tmp_path):
     from subpt._cli.subpt_app import app
     from typer.testing import CliRunner
 
-    result = CliRunner().invoke(app, ["train", "--out", str(tmp_path / "new"), *CLI_TASK, "--method", "cocoop", "--nfl"])
+    result = CliRunner().invoke(
+        app, ["train", "--out", str(tmp_path / "new"), *CLI_TASK, "--method", "cocoop", "--nfl"]
+    )
     assert result.exit_code == 2, result.output
     lines = [ln for ln in result.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "--method cocoop cannot be combined with --nfl" in lines[0], result.stderr
@@ -189,15 +207,22 @@ def test_resume_after_sigkill_is_bit_identical_and_eval_agrees(tmp_path):
         b = torch.load(killed / "ckpt" / f"ctx_{e:03d}.pt", weights_only=True)
         assert torch.equal(a["ctx"], b["ctx"]) and torch.equal(a["meta_net"], b["meta_net"]), e
     a, b = (torch.load(d / "ckpt" / "last.pt", weights_only=True)["optimizer"] for d in (full, killed))
-    assert all(torch.equal(a["state"][i]["momentum_buffer"], b["state"][i]["momentum_buffer"]) for i in (0, 1))
+    assert all(
+        torch.equal(a["state"][i]["momentum_buffer"], b["state"][i]["momentum_buffer"]) for i in (0, 1)
+    )
     sa, sb = (TrajectoryStore.open(d / "trajectory") for d in (full, killed))
     for stream in ("grads", "snapshots"):
         assert (sa.rows(stream) == sb.rows(stream)).all()
 
     assert [p["name"] for p in sa.params] == ["ctx", "meta_net"]
-    assert sa.param_dim("meta_net") == torch.load(full / "ckpt" / "last.pt", weights_only=True)["meta_net"].numel()
+    assert (
+        sa.param_dim("meta_net")
+        == torch.load(full / "ckpt" / "last.pt", weights_only=True)["meta_net"].numel()
+    )
     snaps = sa.rows("snapshots", param="meta_net")
-    assert not torch.equal(torch.from_numpy(snaps[0]), torch.from_numpy(snaps[-1]))  # the meta-network trained
+    assert not torch.equal(
+        torch.from_numpy(snaps[0]), torch.from_numpy(snaps[-1])
+    )  # the meta-network trained
     basis = run_basis(full, "epochs:0-3", 1, tmp_path / "b.pt")
     assert basis.dim == 4 * 128 and basis.metadata["param_names"] == ["ctx"]
 
@@ -210,13 +235,38 @@ def test_resume_after_sigkill_is_bit_identical_and_eval_agrees(tmp_path):
 
 def test_two_gloo_processes_match_one(tmp_path):
     """The meta-network's gradient is all-reduced as ctx's is: rank 0 of two processes ends where one process ends."""
-    args = ["train", *CLI_TASK, "--epochs", "2", "--batch-size", "4", "--lr", "0.05", "--method", "cocoop", "--json"]
+    args = [
+        "train",
+        *CLI_TASK,
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--lr",
+        "0.05",
+        "--method",
+        "cocoop",
+        "--json",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cli = [sys.executable, "-m", "subpt._cli.subpt_app"]
     subprocess.run([*cli, *args, "--out", str(tmp_path / "one")], check=True, env=env, capture_output=True)
-    launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-              "--master_port", str(free_port()), "-m", "subpt._cli.subpt_app"]
-    done = subprocess.run([*launch, *args, "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True)
+    launch = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(free_port()),
+        "-m",
+        "subpt._cli.subpt_app",
+    ]
+    done = subprocess.run(
+        [*launch, *args, "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     a = torch.load(tmp_path / "one" / "ckpt" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "two" / "ckpt" / "last.pt", weights_only=True)
