@@ -111,15 +111,21 @@ def spectrum(
     ] = None,
     json_out: JsonOpt = False,
     method: MethodOpt = "auto",
+    param: Annotated[
+        str | None,
+        typer.Option("--param", help="Use only this recorded parameter's columns (e.g. ctx); default all."),
+    ] = None,
 ) -> None:
     """Spectrum of a window of a trajectory; optionally save its top-r basis and a figure."""
     check_output_file(output, "--output")
     check_output_file(plot, "--plot")
     store = TrajectoryStore.open(run)
-    win, spec, r = window_spectrum(store, source, window, rank=rank, energy=energy, center=center, method=method)
+    win, spec, r = window_spectrum(
+        store, source, window, rank=rank, energy=energy, center=center, method=method, param=param
+    )
     summary = _spectrum_summary(store, source, win, spec, r)
     if output is not None:
-        basis = Basis.from_spectrum(spec, r, basis_metadata(store, source, win, spec, r))
+        basis = Basis.from_spectrum(spec, r, basis_metadata(store, source, win, spec, r, param))
         summary["basis"] = str(basis.save(output))
         if plot is None:
             plot = output.with_name(f"{output.stem}_spectrum.png")

@@ -40,17 +40,26 @@ AUG_VIEWS_HELP = (
 )
 AUG_VIEWS = typer.Option(T("aug_views"), "--aug-views", help=AUG_VIEWS_HELP)
 METHOD = typer.Option(
-    T("prompt_method"), "--method", help=f"Prompt-learning method: {', '.join(PROMPT_METHODS)} (docs/baselines.md).")
+    T("prompt_method"), "--method",
+    help=f"Prompt-learning method: {', '.join(PROMPT_METHODS)} (docs/baselines.md). cocoop's paper settings (ctx "
+    "'a photo of a', batch 1, 10 epochs, lr 0.002) apply to the options you do not give.")
 METHOD_LAMBDA = typer.Option(
     T("method_lambda"), "--method-lambda",
     help="Weight of the method's own term (default: its paper's, " + ", ".join(
         f"{name} {lam:g}" for name, lam in PROMPT_METHODS.values() if lam is not None) + ").")
 
 
+def given_options(ctx: typer.Context, names: dict) -> set[str]:
+    """Which of these options of the running command the user gave (on the command line or the environment)."""
+    sources = {n: ctx.get_parameter_source(n) for n in names}
+    return {n for n, src in sources.items() if src is not None and src.name != "DEFAULT"}
+
+
 @app.command()
 @run_guarded
 @with_task_options
 def train(
+    ctx: typer.Context,
     out: Path = typer.Option(..., "--out", "-o", help="Run folder to create (or continue with --resume)."),
     dataset: str = DATASET,
     root: str = ROOT,
@@ -81,20 +90,27 @@ def train(
     precision: str = typer.Option(T("precision"), help="fp32, bf16 or fp16 (autocast)."),
     text_chunk: int = typer.Option(T("text_chunk"), "--text-chunk", help="Encode this many classes at a time (bounds memory)."),
     aug_views: int = AUG_VIEWS,
+    test_per_class: int = typer.Option(
+        None, "--test-per-class", hidden=True, help="Embedded world only: test images per class (fast tests)."),
     task_options: dict | None = None,
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing run in --out."),
     as_json: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
 ) -> None:
-    """Train a prompt: CoOp, KgCoOp or ProGrad (--method), SubPT of any of them with --basis, optionally with --nfl."""
-    from subpt.config import TrainConfig
+    """Train a prompt: CoOp, KgCoOp, ProGrad or CoCoOp (--method), SubPT of any of them with --basis, optionally with
+    --nfl."""
+    from subpt.config import TrainConfig, method_presets
     from subpt.summary import print_run_summary
     from subpt.train import train as run_train
 
+    if test_per_class is not None:
+        task_options = {**(task_options or {}), "test_per_class": test_per_class}
+    settings = dict(n_ctx=n_ctx, ctx_init=ctx_init, epochs=epochs, batch_size=batch_size, lr=lr)
+    settings.update(method_presets(method, given_options(ctx, settings)))
     cfg = TrainConfig(
         dataset=dataset, root=root, dataset_options=task_options, model=model,
-        pretrained=pretrained, shots=shots, seed=seed, subsample=subsample, n_ctx=n_ctx, ctx_init=ctx_init,
-        csc=csc, class_token_position=class_token_position, epochs=epochs, batch_size=batch_size, lr=lr,
+        pretrained=pretrained, shots=shots, seed=seed, subsample=subsample, **settings,
+        csc=csc, class_token_position=class_token_position,
         weight_decay=weight_decay, warmup_epochs=warmup_epochs, prompt_method=method, method_lambda=method_lambda,
         basis=basis, nfl=nfl, nfl_names=nfl_names,
         nfl_lambda=nfl_lambda, record_grads=record, record_every=record_every, record_dtype=record_dtype, device=device,
@@ -111,6 +127,7 @@ def train(
 @run_guarded
 @with_task_options
 def pipeline(
+    ctx: typer.Context,
     out: Path = typer.Option(..., "--out", "-o", help="Folder for both stages and the basis."),
     dataset: str = DATASET,
     root: str = ROOT,
@@ -140,14 +157,15 @@ def pipeline(
 ) -> None:
     """The reference recipe in one command: CoOp(+NFL) with recording, early basis, SubPT(+NFL); with --method, the
     same for another method (KgCoOp(+NFL) -> basis -> SubPT(KgCoOp)(+NFL), ...)."""
-    from subpt.config import TrainConfig
+    from subpt.config import TrainConfig, method_presets
     from subpt.experiments.pipeline import run_pipeline
     from subpt.summary import print_run_summary
 
+    settings = dict(n_ctx=n_ctx, ctx_init=ctx_init, epochs=epochs)
+    settings.update(method_presets(method, given_options(ctx, settings)))
     cfg = TrainConfig(
         dataset=dataset, root=root, dataset_options=task_options, model=model,
-        pretrained=pretrained, shots=shots, seed=seed, subsample=subsample, n_ctx=n_ctx, ctx_init=ctx_init,
-        epochs=epochs, prompt_method=method, method_lambda=method_lambda, nfl=nfl, nfl_names=nfl_names,
+        pretrained=pretrained, shots=shots, seed=seed, subsample=subsample, **settings, prompt_method=method, method_lambda=method_lambda, nfl=nfl, nfl_names=nfl_names,
         device=device, precision=precision, aug_views=aug_views,
     )
     paths = run_pipeline(cfg, out, t_early=t_early, rank=rank, source=source, resume=resume, overwrite=overwrite)

@@ -281,6 +281,20 @@ class TrajectoryStore:
         """Map each parameter name to its slice of a row."""
         return {e["name"]: slice(e["offset"], e["offset"] + e["numel"]) for e in self._manifest["params"]}
 
+    def columns(self, param: str | None) -> slice:
+        """The slice of a row holding parameter ``param`` (None: the whole row); an unknown name is a GradflowError."""
+        if param is None:
+            return slice(0, self._dim)
+        slices = self.param_slices()
+        if param not in slices:
+            raise GradflowError(f"--param {param!r}: the store at {self.path} records {', '.join(slices)}")
+        return slices[param]
+
+    def param_dim(self, param: str | None) -> int:
+        """The number of values of ``param`` in a row (None: the row length D)."""
+        sl = self.columns(param)
+        return sl.stop - sl.start
+
     # ------------------------------------------------------------------ writing
     def _check_stream(self, stream: str) -> None:
         """Raise unless ``stream`` is a known stream name."""
@@ -605,21 +619,35 @@ class TrajectoryStore:
         return {name: np.array(sc[name]) for name in SCALAR_DTYPE.names}
 
     def iter_chunks(
-        self, stream: str, steps: tuple[int, int] | None = None, epochs: tuple[int, int] | None = None
+        self,
+        stream: str,
+        steps: tuple[int, int] | None = None,
+        epochs: tuple[int, int] | None = None,
+        param: str | None = None,
     ) -> Iterator[np.ndarray]:
-        """Yield float32 blocks of rows of ``stream`` inside the (inclusive) windows, chunk by chunk."""
+        """Yield float32 blocks of rows of ``stream`` inside the (inclusive) windows, chunk by chunk; with ``param``,
+        only that parameter's columns."""
+        cols = self.columns(param)
+        whole = param is None or (cols.start == 0 and cols.stop == self._dim)
         for c, mask in self._selected(stream, steps, epochs):
             data = self._load(c["file"], stream)
+            if not whole:
+                data = data[:, cols]
             block = data if mask.all() else data[mask]
             yield _to_f32(block, self._dtype)
 
     def rows(
-        self, stream: str, steps: tuple[int, int] | None = None, epochs: tuple[int, int] | None = None
+        self,
+        stream: str,
+        steps: tuple[int, int] | None = None,
+        epochs: tuple[int, int] | None = None,
+        param: str | None = None,
     ) -> np.ndarray:
-        """All rows of ``stream`` inside the (inclusive) windows as a float32 (n, D) array."""
-        blocks = list(self.iter_chunks(stream, steps=steps, epochs=epochs))
+        """All rows of ``stream`` inside the (inclusive) windows as a float32 (n, D) array (with ``param``, only its
+        columns)."""
+        blocks = list(self.iter_chunks(stream, steps=steps, epochs=epochs, param=param))
         if not blocks:
-            return np.empty((0, self._dim), dtype=np.float32)
+            return np.empty((0, self.param_dim(param)), dtype=np.float32)
         return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
 
     def __repr__(self) -> str:

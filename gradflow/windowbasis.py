@@ -58,8 +58,10 @@ def window_spectrum(
     energy: float | None = None,
     center: bool = False,
     method: str = "auto",
+    param: str | None = None,
 ) -> tuple[Window, Spectrum, int]:
-    """Resolve the window, compute its spectrum (streaming from disk when large) and pick r.
+    """Resolve the window, compute its spectrum (streaming from disk when large) and pick r; with `param`, of that
+    recorded parameter's columns only (default: whole rows, every parameter).
 
     r is `rank`, or the smallest r reaching cumulative `energy` when that is given. A requested `rank`
     that keeps every direction the window can hold (rows, minus one when centred) is refused
@@ -71,17 +73,23 @@ def window_spectrum(
     kwargs = win.as_kwargs()
     if rank is not None and energy is None:
         n_rows = int(store.scalars(source, **kwargs)["step"].size)
-        check_window_rank(rank, win, source, n_rows, center, store.dim)
+        check_window_rank(rank, win, source, n_rows, center, store.param_dim(param))
+    store.columns(param)  # an unknown name fails here, before any row is read
     spec = compute_spectrum(
-        lambda: store.iter_chunks(source, **kwargs), center=center, k=rank if energy is None else None, method=method
+        lambda: store.iter_chunks(source, param=param, **kwargs), center=center, k=rank if energy is None else None,
+        method=method,
     )
     r = top_r(spec, rank=rank) if energy is None else top_r(spec, energy=energy)
     return win, spec, r
 
 
-def basis_metadata(store: TrajectoryStore, source: str, win: Window, spec: Spectrum, r: int) -> dict[str, Any]:
-    """Basis metadata: the store's manifest metadata (e.g. model, n_ctx, seed) with the provenance on top."""
+def basis_metadata(
+    store: TrajectoryStore, source: str, win: Window, spec: Spectrum, r: int, param: str | None = None
+) -> dict[str, Any]:
+    """Basis metadata: the store's manifest metadata (e.g. model, n_ctx, seed) with the provenance on top; the
+    parameters named are those the basis spans (`param`, or all)."""
     meta: dict[str, Any] = dict(store.metadata)
+    params = [p for p in store.params if param is None or p["name"] == param]
     meta.update(
         {
             "source": source,
@@ -92,8 +100,8 @@ def basis_metadata(store: TrajectoryStore, source: str, win: Window, spec: Spect
             "rank": r,
             "centered": spec.centered,
             "n_rows": spec.n_rows,
-            "param_names": [p["name"] for p in store.params],
-            "param_shapes": [list(p["shape"]) for p in store.params],
+            "param_names": [p["name"] for p in params],
+            "param_shapes": [list(p["shape"]) for p in params],
             "store": str(store.path.resolve()),
         }
     )
@@ -108,11 +116,15 @@ def window_basis(
     center: bool = False,
     energy: float | None = None,
     method: str = "auto",
+    param: str | None = None,
 ) -> tuple[Basis, Spectrum]:
-    """The top-r basis of one window of the store (or run folder) at `path`, with full metadata.
+    """The top-r basis of one window of the store (or run folder) at `path`, with full metadata; with `param`, of
+    that recorded parameter alone.
 
     The rank rule of :func:`window_spectrum` applies: `rank` must be below the directions the window holds.
     """
     store = TrajectoryStore.open(path)
-    win, spec, r = window_spectrum(store, source, window, rank=rank, energy=energy, center=center, method=method)
-    return Basis.from_spectrum(spec, r, basis_metadata(store, source, win, spec, r)), spec
+    win, spec, r = window_spectrum(
+        store, source, window, rank=rank, energy=energy, center=center, method=method, param=param
+    )
+    return Basis.from_spectrum(spec, r, basis_metadata(store, source, win, spec, r, param)), spec

@@ -20,6 +20,7 @@ from gradflow.subspace import Basis
 from gradflow.windowbasis import check_window_rank, max_window_rank, window_basis
 from gradflow.windows import Window
 from subpt.errors import SubptError
+from subpt.runs import CTX_NAME
 
 # (t_early, r) of the reference code, by shots; base-to-novel uses its own pair.
 REFERENCE_BY_SHOTS = {1: (10, 5), 2: (20, 10), 4: (30, 10), 8: (40, 10), 16: (50, 10)}
@@ -66,7 +67,8 @@ def run_basis(
     """
     if center is None:
         center = source == "snapshots"
-    basis, _ = window_basis(Path(run_dir), window=window, rank=rank, source=source, center=center)
+    # ctx alone: a CoCoOp run also records its meta-network, which SubPT does not project
+    basis, _ = window_basis(Path(run_dir), window=window, rank=rank, source=source, center=center, param=CTX_NAME)
     basis.save(out)
     return basis
 

@@ -20,7 +20,15 @@ PRECISIONS = ("fp32", "bf16", "fp16")
 STAMP_KEYS = ("_hash", "_basis_sha256")  # written by TrainConfig.save next to the settings, not settings
 SUBSAMPLES = ("base", "all")
 # The prompt-learning method of `subpt train --method` (docs/baselines.md): its display name and its default lambda.
-PROMPT_METHODS = {"coop": ("CoOp", None), "kgcoop": ("KgCoOp", 8.0), "prograd": ("ProGrad", 1.0)}
+PROMPT_METHODS = {
+    "coop": ("CoOp", None), "kgcoop": ("KgCoOp", 8.0), "prograd": ("ProGrad", 1.0), "cocoop": ("CoCoOp", None),
+}
+# A method's published training settings, which the commands apply to the options the user did not give
+# (`method_presets`); TrainConfig itself keeps what it is given, so config.json records what ran.
+METHOD_PRESETS: dict[str, dict[str, Any]] = {
+    "cocoop": {"ctx_init": "a photo of a", "n_ctx": 4, "batch_size": 1, "epochs": 10, "lr": 0.002},
+}
+CONTEXT_SHAPE = ("n_ctx", "ctx_init")  # a preset's context applies only when neither option is given
 POSITIONS = ("end", "middle", "front")
 # Augmented training views per image (docs/method.md, "Training views"): CoOp's random resized crop and flip,
 # K views per training image computed once and cached. 16 for real CLIP models; 0 (the test view only) for the
@@ -34,6 +42,17 @@ def default_aug_views(model: str) -> int:
     """The number of cached augmented views per training image a run of `model` gets when --aug-views is not
     given: AUG_VIEWS_DEFAULT for real CLIP models, AUG_VIEWS_EMBEDDED for the embedded tiny CLIP."""
     return AUG_VIEWS_EMBEDDED if model == EMBEDDED_MODEL else AUG_VIEWS_DEFAULT
+
+
+def method_presets(method: str, given: set[str] | frozenset[str]) -> dict[str, Any]:
+    """The settings `method`'s paper uses (METHOD_PRESETS) for the options not in `given` (TrainConfig field names).
+
+    Giving --n-ctx or --ctx-init shapes the context yourself: the preset's context (both fields) is then dropped."""
+    preset = dict(METHOD_PRESETS.get(method, {}))
+    if given & set(CONTEXT_SHAPE):
+        for key in CONTEXT_SHAPE:
+            preset.pop(key, None)
+    return {k: v for k, v in preset.items() if k not in given}
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -205,8 +224,10 @@ class TrainConfig:
             raise SubptError(f"--method must be one of {', '.join(PROMPT_METHODS)}, got {self.prompt_method!r}")
         lam = self.method_lambda
         if lam is not None:
-            if self.prompt_method == "coop":
-                raise SubptError("--method-lambda weighs a baseline's own term; CoOp has none: drop it or pick --method")
+            if self.prompt_method in ("coop", "cocoop"):
+                name = PROMPT_METHODS[self.prompt_method][0]
+                raise SubptError(f"--method-lambda weighs a baseline's own term; {name} has none: drop it or pick "
+                                 "--method kgcoop or prograd")
             if not math.isfinite(lam) or lam < 0:
                 raise SubptError(f"--method-lambda must be a finite non-negative number, got {lam}")
         if self.prompt_method == "prograd":
@@ -215,6 +236,12 @@ class TrainConfig:
                                  "cross-entropy gradient alone (docs/baselines.md); use --method coop or kgcoop with --nfl")
             if self.precision == "fp16":
                 raise SubptError("--method prograd needs --precision fp32 or bf16: its KL gradient is not loss-scaled")
+        if self.prompt_method == "cocoop":
+            if self.nfl:
+                raise SubptError("--method cocoop cannot be combined with --nfl: NFL's text-only student has no image "
+                                 "to condition CoCoOp's prompt on (docs/baselines.md); use --method coop or kgcoop")
+            if self.csc:
+                raise SubptError("--method cocoop learns one shared context that each image shifts: drop --csc")
 
     @property
     def method_weight(self) -> float:

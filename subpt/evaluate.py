@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from subpt.backbone import Backbone
-from subpt.prompts import PromptLearner, encode_tokens
+from subpt.prompts import ClassPrompts, PromptLearner, encode_tokens
 
 if TYPE_CHECKING:
     from subpt.splits import Splits
@@ -54,16 +54,23 @@ def zero_shot_classifier(
 
 
 @torch.no_grad()
+def prompted_logits(learner: PromptLearner, images: torch.Tensor, prompts: ClassPrompts | None = None,
+                    chunk: int | None = None) -> torch.Tensor:
+    """Logits of test images against the learner's prompted classes (default: its training classes): one set of
+    class text features for all images, or per-image ones for a conditional learner (CoCoOp), in batched passes."""
+    if learner.conditional:
+        return learner.per_image_logits(images, prompts, chunk)
+    return classify(images, learner.text_features(prompts, chunk_size=chunk), learner.backbone.model.logit_scale)
+
+
+@torch.no_grad()
 def evaluate_run(learner: PromptLearner, splits: Splits, chunk: int | None = None) -> dict:
-    """Base and novel test accuracy (percent) and their HM with the current context."""
-    scale = learner.backbone.model.logit_scale
-    base_acc = accuracy(classify(splits.base_test[0], learner.text_features(chunk_size=chunk), scale), splits.base_test[1])
+    """Base and novel test accuracy (percent) and their HM with the current context (and meta-network)."""
+    base_acc = accuracy(prompted_logits(learner, splits.base_test[0], chunk=chunk), splits.base_test[1])
     novel_acc = float("nan")
     if splits.novel_test is not None and learner.ctx.dim() == 2:
         prompts = learner.prompts_for(splits.novel.classnames)
-        novel_acc = accuracy(
-            classify(splits.novel_test[0], learner.text_features(prompts, chunk_size=chunk), scale), splits.novel_test[1]
-        )
+        novel_acc = accuracy(prompted_logits(learner, splits.novel_test[0], prompts, chunk), splits.novel_test[1])
     return {"base_acc": base_acc, "novel_acc": novel_acc, "hm": harmonic_mean(base_acc, novel_acc)}
 
 

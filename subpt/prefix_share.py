@@ -12,6 +12,10 @@ The layers are computed from the model's own modules and weights (open_clip's `R
 `ls_1`, `ln_2`, `mlp`, `ls_2`; then `ln_final`, the EOS position and `text_projection`), mirroring
 `subpt.prompts.encode_token_embeddings`. `prefix_sharing_blocker` names why a tower is not one this module
 reproduces exactly; the prompt learner then falls back to the full-sequence encoder.
+
+Per-image prompts (CoCoOp, `subpt.cocoop`) share their prefix per image: `encode_prefix` of B prefixes (B, P, width)
+gives a batched state (keys (B, P, heads, dim)), and `encode_suffixes` then runs the same n class suffixes after each
+of the B prefixes, B x n sequences, returning (B, n, dim) features.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from torch import nn
 
 @dataclass
 class PrefixState:
-    """Keys and values of the shared prompt prefix at every layer, each of shape (prefix length, heads, head dim)."""
+    """Keys and values of the shared prompt prefix at every layer, each of shape (prefix length, heads, head dim),
+    or (B, prefix length, heads, head dim) for B prefixes (one per image)."""
 
     keys: list[torch.Tensor]
     values: list[torch.Tensor]
@@ -34,7 +39,12 @@ class PrefixState:
     @property
     def length(self) -> int:
         """Number of prefix tokens ([SOS] plus the context)."""
-        return int(self.keys[0].shape[0])
+        return int(self.keys[0].shape[-3])
+
+    @property
+    def batched(self) -> bool:
+        """Whether the state holds B prefixes (one per image) rather than one."""
+        return self.keys[0].dim() == 4
 
     def detached(self) -> PrefixState:
         """The same keys and values as new autograd leaves, to collect the suffixes' gradients in `.grad`."""
@@ -124,20 +134,21 @@ def _ffn(block: ResidualAttentionBlock, x: torch.Tensor, attended: torch.Tensor)
 
 
 def encode_prefix(model: nn.Module, prefix: torch.Tensor) -> PrefixState:
-    """Keys and values at every layer of the token-embedding prefix (P, width) shared by all class prompts."""
+    """Keys and values at every layer of the token-embedding prefix (P, width) shared by all class prompts, or of B
+    prefixes (B, P, width), one per image."""
     cast_dtype = model.transformer.get_cast_dtype()
-    length = prefix.shape[0]
+    length = prefix.shape[-2]
     x = prefix.to(cast_dtype) + model.positional_embedding[:length].to(cast_dtype)
     keys, values = [], []
     hidden = _causal(length, x.device)
     for block in model.transformer.resblocks:
-        q, k, v = _heads(block.attn, block.ln_1(x))  # (P, H, d)
+        q, k, v = _heads(block.attn, block.ln_1(x))  # ([B,] P, H, d)
         keys.append(k)
         values.append(v)
-        scores = torch.einsum("qhd,khd->hqk", q * block.attn.head_dim**-0.5, k).masked_fill(
+        scores = torch.einsum("...qhd,...khd->...hqk", q * block.attn.head_dim**-0.5, k).masked_fill(
             hidden, float("-inf")
         )
-        attended = torch.einsum("hqk,khd->qhd", scores.softmax(dim=-1).to(v.dtype), v)
+        attended = torch.einsum("...hqk,...khd->...qhd", scores.softmax(dim=-1).to(v.dtype), v)
         x = _ffn(block, x, attended)
     return PrefixState(keys, values)
 
@@ -149,20 +160,28 @@ def encode_suffixes(
 
     `eos_idx` counts from the start of the suffix. With `truncate`, the suffixes run only up to the longest
     EOS: the causal mask keeps later positions, and the padding after each EOS, out of every pooled feature.
+    A batched state (B prefixes) runs every suffix after each prefix and returns (B, n, dim).
     """
     cast_dtype = model.transformer.get_cast_dtype()
     start = state.length
     length = int(eos_idx.max().item()) + 1 if truncate else suffix.shape[1]
     x = suffix[:, :length].to(cast_dtype) + model.positional_embedding[start : start + length].to(cast_dtype)
+    b = "b" if state.batched else ""  # the image axis of per-image prefixes
+    if state.batched:
+        x = x.unsqueeze(0).expand(state.keys[0].shape[0], *x.shape)
     hidden = _causal(length, x.device)
     for block, k_pre, v_pre in zip(model.transformer.resblocks, state.keys, state.values):
-        q, k, v = _heads(block.attn, block.ln_1(x))  # (n, S, H, d)
+        q, k, v = _heads(block.attn, block.ln_1(x))  # ([B,] n, S, H, d)
         q = q * block.attn.head_dim**-0.5
-        to_prefix = torch.einsum("nqhd,khd->nhqk", q, k_pre)  # (n, H, S, P): no copy of the prefix per class
-        to_suffix = torch.einsum("nqhd,nkhd->nhqk", q, k).masked_fill(hidden, float("-inf"))
+        to_prefix = torch.einsum(f"{b}nqhd,{b}khd->{b}nhqk", q, k_pre)  # no copy of a prefix per class
+        to_suffix = torch.einsum(f"{b}nqhd,{b}nkhd->{b}nhqk", q, k).masked_fill(hidden, float("-inf"))
         weights = torch.cat([to_prefix, to_suffix], dim=-1).softmax(dim=-1).to(v.dtype)
-        attended = torch.einsum("nhqk,khd->nqhd", weights[..., :start], v_pre) + torch.einsum(
-            "nhqk,nkhd->nqhd", weights[..., start:], v
+        attended = torch.einsum(f"{b}nhqk,{b}khd->{b}nqhd", weights[..., :start], v_pre) + torch.einsum(
+            f"{b}nhqk,{b}nkhd->{b}nqhd", weights[..., start:], v
         )
         x = _ffn(block, x, attended)
-    return pool_and_project(model, x, eos_idx)
+    if not state.batched:
+        return pool_and_project(model, x, eos_idx)
+    images, n = x.shape[0], x.shape[1]
+    pooled = pool_and_project(model, x.reshape(images * n, *x.shape[2:]), eos_idx.repeat(images))
+    return pooled.reshape(images, n, -1)

@@ -93,7 +93,11 @@ class PromptLearner(nn.Module):
 
     `prefix_share` (default on) encodes the prompt prefix shared by all classes once wherever that is exact
     (see `shares_prefix`); False always encodes every class's full sequence, as a reference.
+    `conditional` is False: the text features depend on the context alone (CoCoOp's subclass conditions them on the
+    image, `subpt.cocoop`).
     """
+
+    conditional = False
 
     def __init__(
         self,
@@ -136,6 +140,10 @@ class PromptLearner(nn.Module):
     def width(self) -> int:
         """Width of one context vector."""
         return int(self.ctx.shape[-1])
+
+    def extra_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """Named trained parameters besides ctx (none for CoOp; CoCoOp's meta-network)."""
+        return []
 
     def build_prompts(self, names: Sequence[str]) -> ClassPrompts:
         """Tokenise and embed the fixed parts of the prompts for `names`."""
@@ -186,11 +194,13 @@ class PromptLearner(nn.Module):
             self._cache[key] = self.build_prompts(names)
         return self._cache[key]
 
-    def assemble(self, prompts: ClassPrompts, class_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Token-embedding sequences (n, L, width) with the context spliced in."""
+    def assemble(
+        self, prompts: ClassPrompts, class_ids: torch.Tensor | None = None, ctx: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Token-embedding sequences (n, L, width) with the context (default: the learned one) spliced in."""
         x = prompts.embeddings
         idx = prompts.ctx_index
-        ctx = self.ctx
+        ctx = self.ctx if ctx is None else ctx
         if ctx.dim() == 3 and ctx.shape[0] != x.shape[0]:
             raise SubptError(
                 f"class-specific context was learned for {ctx.shape[0]} classes and cannot prompt "

@@ -4,8 +4,10 @@ A run folder (`subpt train --out RUN`) holds:
   config.json      every setting, with the hash and the basis digest the run started with (TrainConfig.save)
   zeroshot.json    zero-shot CLIP (dataset template) on the same base/novel test sets
   metrics.jsonl    one line per epoch: loss, lr, train acc, base / novel / HM test accuracy, seconds
-  ckpt/ctx_EEE.pt  the context after each epoch; ckpt/last.pt adds the optimiser state (for --resume)
-  trajectory/      gradflow store: ctx snapshots after every epoch (and at init), per-step gradients if recorded
+  ckpt/ctx_EEE.pt  the context after each epoch (and CoCoOp's meta-network, "meta_net"); ckpt/last.pt adds the
+                   optimiser state (for --resume)
+  trajectory/      gradflow store: snapshots of every trained parameter after every epoch (and at init), per-step
+                   gradients if recorded; ctx is the entry CTX_NAME, CoCoOp's meta-network its own entry
   .lock            the writer's lock: a second process writing the same folder is refused
 A zero-shot folder of a sweep holds config.json (with "method": "zeroshot") and zeroshot.json.
 
@@ -26,6 +28,7 @@ import torch
 
 from gradflow.atomic import atomic_torch_save, atomic_write_json, atomic_write_text
 from subpt.backbone import Backbone, load_backbone
+from subpt.cocoop import learner_for
 from subpt.config import STAMP_KEYS, TrainConfig, read_config_file
 from subpt.crashpoints import crash_point
 from subpt.errors import SubptError
@@ -189,13 +192,14 @@ def is_finished(metrics: list[dict], epochs: int) -> bool:
 
 # ---------------------------------------------------------------------------------------------- checkpoints
 def save_epoch(run_dir: Path, ctx: torch.Tensor, optimizer: torch.optim.Optimizer, epoch: int, step: int,
-               config_hash: str, record: dict) -> None:
+               config_hash: str, record: dict, extra: dict[str, torch.Tensor] | None = None) -> None:
     """Checkpoint first, then the metrics line. The checkpoint also holds the epoch's metrics record, so a crash
-    between the two loses nothing: resume restores the line from the checkpoint."""
-    value = ctx.detach().cpu().clone()
-    atomic_torch_save({"ctx": value, "epoch": epoch}, ckpt_path(run_dir, epoch))
+    between the two loses nothing: resume restores the line from the checkpoint. `extra` names the trained
+    parameters besides ctx (CoCoOp's meta-network), saved next to it in both files."""
+    values = {"ctx": ctx.detach().cpu().clone(), **{k: v.detach().cpu().clone() for k, v in (extra or {}).items()}}
+    atomic_torch_save({**values, "epoch": epoch}, ckpt_path(run_dir, epoch))
     atomic_torch_save(
-        {"ctx": value, "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step, "config_hash": config_hash,
+        {**values, "optimizer": optimizer.state_dict(), "epoch": epoch, "step": step, "config_hash": config_hash,
          "record": record},
         last_path(run_dir),
     )
@@ -214,8 +218,24 @@ def load_last(run_dir: Path) -> dict | None:
         raise SubptError(f"checkpoint {path} is corrupt ({type(e).__name__}); delete it to restart the run from scratch") from e
 
 
+def checkpoint_tensor(blob: dict, name: str, where: str | Path) -> torch.Tensor:
+    """The trained parameter `name` of a loaded checkpoint, or a one-line SubptError naming the file."""
+    value = blob.get(name)
+    if not isinstance(value, torch.Tensor):
+        raise SubptError(f"checkpoint in {where} holds no {name!r}: it was not written by this method's run; "
+                         "start the run again with --overwrite")
+    return value
+
+
 def load_ctx(run_dir: Path, epoch: int | None = None) -> tuple[torch.Tensor, int]:
     """The context saved after `epoch` (default: the last saved epoch) and that epoch."""
+    blob, ep = load_params(run_dir, epoch)
+    return blob["ctx"], ep
+
+
+def load_params(run_dir: Path, epoch: int | None = None) -> tuple[dict[str, torch.Tensor], int]:
+    """The trained parameters saved after `epoch` (default: the last saved epoch) by name ("ctx", and CoCoOp's
+    "meta_net"), and that epoch."""
     ckpt = Path(run_dir) / CKPT
     files = sorted(ckpt.glob("ctx_*.pt"))
     if not files:
@@ -227,7 +247,7 @@ def load_ctx(run_dir: Path, epoch: int | None = None) -> tuple[torch.Tensor, int
         raise SubptError(f"{path} is missing; saved epochs: {', '.join(f.stem[4:] for f in files)}")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-        return blob["ctx"], int(blob["epoch"])
+        return {k: v for k, v in blob.items() if isinstance(v, torch.Tensor)} | {"ctx": blob["ctx"]}, int(blob["epoch"])
     except Exception as e:
         raise SubptError(f"checkpoint {path} is corrupt or not a subpt checkpoint ({type(e).__name__})") from e
 
@@ -400,13 +420,22 @@ def can_resume(run_dir: Path, cfg: TrainConfig) -> bool:
 
 # ---------------------------------------------------------------------------------------------- rebuilding
 def learner_with_ctx(backbone: Backbone, classnames: list[str], cfg: TrainConfig, ctx: torch.Tensor,
-                     where: str) -> PromptLearner:
-    """The run's prompt learner over `classnames` holding the saved context `ctx` (`where` names it in errors)."""
-    learner = PromptLearner(backbone, classnames, cfg.prompt_config(), seed=cfg.seed)
-    if tuple(ctx.shape) != tuple(learner.ctx.shape):
-        raise SubptError(f"{where}: saved ctx has shape {tuple(ctx.shape)} but its config gives {tuple(learner.ctx.shape)}")
-    with torch.no_grad():
-        learner.ctx.copy_(ctx.to(learner.ctx.device))
+                     where: str, extra: dict[str, torch.Tensor] | None = None) -> PromptLearner:
+    """The run's prompt learner over `classnames` holding the saved context `ctx` and, for CoCoOp, the saved
+    meta-network in `extra` (from `load_params`; `where` names the run in errors)."""
+    learner = learner_for(backbone, classnames, cfg)
+    saved = [("ctx", learner.ctx, ctx)]
+    for name, param in learner.extra_parameters():
+        if extra is None or name not in extra:
+            raise SubptError(f"{where}: a {cfg.method} run's prompts also need its saved {name!r}, which this command "
+                             "does not read; evaluate the run with `subpt eval`")
+        saved.append((name, param, extra[name]))
+    for name, param, value in saved:
+        if tuple(value.shape) != tuple(param.shape):
+            raise SubptError(f"{where}: saved {name} has shape {tuple(value.shape)} but its config gives "
+                             f"{tuple(param.shape)}")
+        with torch.no_grad():
+            param.copy_(value.to(param.device))
     return learner
 
 
@@ -438,8 +467,8 @@ def evaluate_saved_run(run_dir: Path, epoch: int | None = None, device: str = "c
         zs = zero_shot_metrics(backbone, splits, templates)
         return {"run": str(run_dir), "method": "Zero-shot CLIP", "epoch": None,
                 **{k: zs[k] for k in ("base_acc", "novel_acc", "hm")}}
-    ctx, ep = load_ctx(run_dir, epoch)
+    saved, ep = load_params(run_dir, epoch)
     backbone = load_backbone(cfg.model, cfg.pretrained, device, seed=cfg.seed)
     splits = prepare_data(cfg, backbone, progress=progress, augment=False)
-    learner = learner_with_ctx(backbone, splits.base.classnames, cfg, ctx, str(run_dir))
+    learner = learner_with_ctx(backbone, splits.base.classnames, cfg, saved["ctx"], str(run_dir), extra=saved)
     return {"run": str(run_dir), "method": cfg.method, "epoch": ep, **evaluate_run(learner, splits, cfg.text_chunk)}

@@ -1,4 +1,4 @@
-"""The training loop of CoOp, KgCoOp, ProGrad, SubPT and NFL on cached image features, read top to bottom.
+"""The training loop of CoOp, KgCoOp, ProGrad, CoCoOp, SubPT and NFL on cached image features, read top to bottom.
 
 The run folder it writes is described (and read back) by `subpt.runs`. Nothing in the library imports
 this module: the commands (cli/) and the experiments (subpt.experiments) call `train`.
@@ -8,6 +8,10 @@ itself gets weight_decay=0). For plain SGD this is exactly SGD's own weight deca
 update inside span(U). Data order per epoch comes from a generator seeded by (seed, epoch), and so does the
 augmented view each training image shows (--aug-views), so a resumed run is bit-identical to an uninterrupted one
 on the CPU.
+
+The trained parameters are `TrainingRun.params`: ctx first (the only one SubPT projects), then the method's own
+(CoCoOp's meta-network, `learner.extra_parameters()`); the optimiser, the all-reduce, weight decay, the recorder
+and the checkpoint all act on that one list.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from gradflow.recorder import GradientRecorder
-from subpt import runs
+from subpt import cocoop, runs
 from subpt.backbone import Backbone, load_backbone
 from subpt.baselines import KgCoOpTerm, ProGradRule, kl_from_zero_shot, method_terms
 from subpt.config import TrainConfig
@@ -191,6 +195,7 @@ class TrainingRun:
     lock: runs.RunLock | None = None  # rank 0's hold on the run folder's writer lock
     kg: KgCoOpTerm | None = None  # --method kgcoop
     prograd: ProGradRule | None = None  # --method prograd
+    params: list[tuple[str, torch.nn.Parameter]] | None = None  # trained: (runs.CTX_NAME, ctx) first, then the method's
 
 
 def start_run(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, progress: bool) -> TrainingRun:
@@ -212,8 +217,9 @@ def start_run(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, pr
     if splits.train[0].shape[0] == 0:
         raise SubptError(f"dataset {cfg.dataset!r} has no training images (a test-only set?): train on another "
                          "dataset and evaluate on this one with the cross-dataset protocol")
-    learner = PromptLearner(backbone, splits.base.classnames, cfg.prompt_config(), seed=cfg.seed)
+    learner = cocoop.learner_for(backbone, splits.base.classnames, cfg)
     ctx = learner.ctx
+    params = [(runs.CTX_NAME, ctx), *learner.extra_parameters()]
     projector = None
     if cfg.basis:
         projector = GradientProjector.from_file(cfg.basis, basis_expectation(cfg, learner), ctx.numel(), device)
@@ -230,18 +236,19 @@ def start_run(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, pr
         last = runs.load_last(run_dir) if resume else None
         if resume:
             runs.check_trajectory(run_dir)  # a damaged chunk fails here, before anything in the folder is rewritten
-        optimizer = torch.optim.SGD([ctx], lr=cfg.lr, momentum=cfg.momentum, weight_decay=0.0)
+        optimizer = torch.optim.SGD([p for _, p in params], lr=cfg.lr, momentum=cfg.momentum, weight_decay=0.0)
         scaler = torch.amp.GradScaler(device.type, enabled=cfg.precision == "fp16")
         start_epoch, step = 0, 0
         if last is not None:
             with torch.no_grad():
-                ctx.copy_(last["ctx"].to(device))
+                for name, p in params:
+                    p.copy_(runs.checkpoint_tensor(last, name, run_dir).to(device))
             optimizer.load_state_dict(last["optimizer"])
             start_epoch, step = int(last["epoch"]), int(last["step"])
         metrics = _write_start(cfg, run_dir, backbone, splits, last, start_epoch, resume, overwrite) if dctx.is_main else []
         dctx.barrier()
         recorder = GradientRecorder(
-            [(runs.CTX_NAME, ctx)], runs.trajectory_path(run_dir), record_grads=cfg.record_grads, every=cfg.record_every,
+            params, runs.trajectory_path(run_dir), record_grads=cfg.record_grads, every=cfg.record_every,
             dtype=cfg.record_dtype, metadata=run_metadata(cfg, learner),
         )
         # Back to the checkpoint: rows recorded after it (a kill between an epoch's trajectory flush and its
@@ -250,7 +257,7 @@ def start_run(cfg: TrainConfig, run_dir: Path, resume: bool, overwrite: bool, pr
         if last is None:
             recorder.snapshot(step=0, epoch=0)
         return TrainingRun(cfg, run_dir, dctx, device, splits, learner, projector, nfl, optimizer, scaler, recorder,
-                           start_epoch, step, metrics, lock, kg, prograd)
+                           start_epoch, step, metrics, lock, kg, prograd, params)
     except BaseException:
         if lock is not None:
             lock.close()
@@ -274,13 +281,14 @@ def _write_start(cfg: TrainConfig, run_dir: Path, backbone: Backbone, splits: Sp
 
 
 def optimizer_step(run: TrainingRun, epoch: int, lr: float, loss: float, g_kl: torch.Tensor | None = None) -> None:
-    """Turn the all-reduced gradient in ctx.grad into one optimiser step, recording it on the way.
+    """Turn the all-reduced gradients of the trained parameters into one optimiser step, recording them on the way.
 
     The order is the method: (1) unscale the fp16 loss scaling, so the gradient is the true one; (2) add the
     weight decay to the gradient (the optimiser has none), so that SubPT's projection confines it too;
     (3) record the gradient (gradflow analyses the raw gradient flow, before any projection); (4) project it
-    onto span(U) (SubPT); (5) step. ProGrad's rule (1b) acts on the all-reduced CE gradient and `g_kl` before (2):
-    it is defined on the loss gradients, the optimiser's weight decay comes after it, as in its reference.
+    onto span(U) (SubPT; ctx only: CoCoOp's meta-network trains unprojected); (5) step. ProGrad's rule (1b) acts
+    on the all-reduced CE gradient and `g_kl` before (2): it is defined on the loss gradients, the optimiser's
+    weight decay comes after it, as in its reference.
     """
     ctx = run.learner.ctx
     run.scaler.unscale_(run.optimizer)  # (1)
@@ -288,7 +296,8 @@ def optimizer_step(run: TrainingRun, epoch: int, lr: float, loss: float, g_kl: t
         with torch.no_grad():
             ctx.grad = run.prograd.apply(ctx.grad, g_kl)
     with torch.no_grad():
-        ctx.grad = ctx.grad.float().add_(ctx.detach(), alpha=run.cfg.weight_decay)  # (2)
+        for _, p in run.params:
+            p.grad = p.grad.float().add_(p.detach(), alpha=run.cfg.weight_decay)  # (2)
     run.step += 1
     run.recorder.record(step=run.step, epoch=epoch + 1, loss=loss, lr=lr)  # (3)
     if run.projector is not None:
@@ -317,9 +326,14 @@ def train_epoch(run: TrainingRun, epoch: int) -> dict:
             backward_step(run.learner, feats[mine], labels[mine], idx.numel(), None, cfg, run.scaler, dctx.world,
                           kl_to=run.prograd.zero_shot)
             g_kl, ctx.grad = dctx.all_reduce_(ctx.grad), None
-        loss, correct = backward_step(run.learner, feats[mine], labels[mine], idx.numel(), run.nfl, cfg, run.scaler,
-                                      dctx.world, kg=run.kg)
-        dctx.all_reduce_(ctx.grad)
+        if run.learner.conditional:  # CoCoOp: per-image prompts
+            loss, correct = cocoop.backward_step(run.learner, feats[mine], labels[mine], idx.numel(), cfg.text_chunk,
+                                                 run.scaler, lambda: _autocast(cfg, device))
+        else:
+            loss, correct = backward_step(run.learner, feats[mine], labels[mine], idx.numel(), run.nfl, cfg,
+                                          run.scaler, dctx.world, kg=run.kg)
+        for _, p in run.params:
+            dctx.all_reduce_(p.grad)
         batch_stats = dctx.all_reduce_(torch.tensor([loss, correct], dtype=torch.float64, device=device))
         totals += batch_stats * torch.tensor([idx.numel(), 1.0], dtype=torch.float64, device=device)
         optimizer_step(run, epoch, lr, float(batch_stats[0]), g_kl)
@@ -332,7 +346,8 @@ def train_epoch(run: TrainingRun, epoch: int) -> dict:
     run.recorder.flush()
     crash_point("epoch-flushed")
     if dctx.is_main:
-        runs.save_epoch(run.run_dir, ctx, run.optimizer, epoch + 1, run.step, cfg.hash(), record)
+        runs.save_epoch(run.run_dir, ctx, run.optimizer, epoch + 1, run.step, cfg.hash(), record,
+                        extra={name: p for name, p in run.params[1:]})
     return record
 
 

@@ -66,7 +66,7 @@ def test_display_names_and_refused_combinations(tmp_path):
         != small_config(prompt_method="kgcoop").hash()
     )
     refused = [
-        (dict(prompt_method="cocoop"), "--method must be one of"),
+        (dict(prompt_method="maple"), "--method must be one of"),
         (dict(method_lambda=1.0), "CoOp has none"),
         (dict(prompt_method="kgcoop", method_lambda=-1.0), "--method-lambda must be"),
         (dict(prompt_method="prograd", method_lambda=float("nan")), "--method-lambda must be"),
@@ -193,7 +193,7 @@ def test_prograd_applied_gradient_never_opposes_the_zero_shot_direction(tmp_path
 WIDTH, N_CTX = 128, 4
 
 
-@pytest.mark.parametrize("method", ["coop", *METHODS])
+@pytest.mark.parametrize("method", ["coop", *METHODS, "cocoop"])
 def test_subpt_projection_confines_every_method(tmp_path, method):
     cfg0 = small_config(shots=8, epochs=3, lr=0.5, prompt_method=method)
     gen = torch.Generator().manual_seed(0)
@@ -213,11 +213,12 @@ def test_subpt_projection_confines_every_method(tmp_path, method):
     )
     cfg = small_config(shots=8, epochs=3, lr=0.5, prompt_method=method, basis=str(tmp_path / "b.pt"))
     train(cfg, tmp_path / "run", progress=False)
-    rows = TrajectoryStore.open(tmp_path / "run" / "trajectory").rows("snapshots")
+    rows = TrajectoryStore.open(tmp_path / "run" / "trajectory").rows("snapshots", param="ctx")
     d = torch.from_numpy(rows[-1]).double() - torch.from_numpy(rows[0]).double()
     u = q.t()
     assert d.norm() > 1e-2, "the context hardly moved"
-    assert (d - u.t() @ (u @ d)).norm() / d.norm() < 1e-6
+    # CoCoOp's context moves less (the meta-network takes part of the fit): fp32 rounding of ctx is a larger share
+    assert (d - u.t() @ (u @ d)).norm() / d.norm() < (1e-5 if method == "cocoop" else 1e-6)
 
 
 # ------------------------------------------------------------------------------------------------ resume
@@ -335,7 +336,7 @@ FAST = ["--dataset", "world-color-shape-36", "--shots", "2", "--epochs", "1", "-
 @pytest.mark.parametrize(
     ("args", "needle"),
     [
-        (["--method", "cocoop"], "--method must be one of coop, kgcoop, prograd"),
+        (["--method", "maple"], "--method must be one of coop, kgcoop, prograd, cocoop"),
         (["--method", "prograd", "--nfl"], "--method prograd cannot be combined with --nfl"),
         (
             ["--method", "kgcoop", "--method-lambda", "-1"],

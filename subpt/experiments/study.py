@@ -22,7 +22,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from subpt.basis_plan import basis_rank, run_basis
-from subpt.config import PROMPT_METHODS, TrainConfig
+from subpt.config import METHOD_PRESETS, PROMPT_METHODS, TrainConfig, method_presets
 from subpt.errors import SubptError
 from subpt.evaluate import harmonic_mean
 from subpt.experiments.pipeline import train_stage
@@ -38,13 +38,6 @@ EARLY_SHARE = 0.3
 METHODS: tuple[str, ...] = ("CoOp", "CoOp+NFL", "SubPT", "SubPT+NFL", "SubPT (late basis)")
 RUN_NAMES = {"CoOp": "coop", "CoOp+NFL": "coop_nfl", "SubPT": "subpt", "SubPT+NFL": "subpt_nfl",
              "SubPT (late basis)": "subpt_late"}
-
-# The per-method override point: settings a baseline keeps instead of METHOD_SETTING's epochs and lr (an explicit
-# --epochs of the study still applies to every run). CoCoOp trains with its paper's schedule (batch 1, 10 epochs,
-# lr 0.002; METHOD.md section 7) rather than CoOp's; the entry takes effect once "cocoop" is a key of
-# subpt.config.PROMPT_METHODS. A method without an entry shares METHOD_SETTING with CoOp.
-METHOD_OVERRIDES: dict[str, dict[str, Any]] = {"cocoop": {"batch_size": 1, "epochs": 10, "lr": 0.002}}
-
 
 def baseline_names() -> list[str]:
     """Every prompt-learning method other than CoOp (subpt.config.PROMPT_METHODS): the study's default baselines."""
@@ -68,12 +61,11 @@ def baseline_label(prompt: str) -> str:
 
 
 def baseline_config(base: TrainConfig, prompt: str, epochs: int | None = None) -> TrainConfig:
-    """The study's run of a baseline: the CoOp run's setting with the method, and its METHOD_OVERRIDES entry
-    unless the study was given --epochs."""
-    override = dict(METHOD_OVERRIDES.get(prompt, {}))
-    if epochs is not None:
-        override.pop("epochs", None)
-    return replace(base, prompt_method=prompt, **override)
+    """The study's run of a baseline: the CoOp run's setting and context with the method, and the method's published
+    schedule where it has one (`subpt.config.METHOD_PRESETS`: CoCoOp's batch 1, 10 epochs, lr 0.002), its epochs
+    only unless the study was given --epochs."""
+    given = {"n_ctx", "ctx_init"} | ({"epochs"} if epochs is not None else set())
+    return replace(base, prompt_method=prompt, **method_presets(prompt, given))
 
 
 @dataclass(frozen=True)
@@ -274,8 +266,8 @@ def run_study(
     result = {"setting": {**METHOD_SETTING, **({} if epochs is None else {"epochs": epochs}),
                           "aug_views": configs[0][2].aug_views},
               "baselines": {baseline_label(b): {"method": b, "lambda": PROMPT_METHODS[b][1],
-                                                **{k: v for k, v in METHOD_OVERRIDES.get(b, {}).items()
-                                                   if getattr(c, k) == v}}
+                                                **{k: getattr(c, k) for k in METHOD_PRESETS.get(b, {})
+                                                   if k not in ("n_ctx", "ctx_init")}}
                             for b, c in zip(chosen, extra[(configs[0][0].name, configs[0][1])])},
               "bases": dict(zip(("early", "late", "rank"), basis_plan(configs[0][2].epochs))),
               "records": records, **summarise(records, labels), "seconds": round(time.time() - t0, 1)}

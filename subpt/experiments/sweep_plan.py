@@ -339,7 +339,7 @@ def basis_path(job: Job) -> Path:
 
 def job_config(s: SweepSettings, job: Job) -> Any:
     """The TrainConfig of a job (for zeroshot: the settings its zero-shot evaluation uses)."""
-    from subpt.config import TrainConfig
+    from subpt.config import TrainConfig, method_presets
 
     spec = s.spec
     device = "cuda" if s.device.startswith("cuda") and os.environ.get("SUBPT_SWEEP_WORKER") else s.device
@@ -356,11 +356,12 @@ def job_config(s: SweepSettings, job: Job) -> Any:
     )
     if job.method == ZEROSHOT:  # training settings left at their defaults: they do not change zero-shot numbers
         return TrainConfig(**common, aug_views=0)  # zero-shot sees no training view
+    # A method with published training settings (CoCoOp) trains with them, not with the protocol's CoOp ones
+    trained = {"n_ctx": s.n_ctx, "epochs": s.epochs_for(job.dataset, job.shots)} | method_presets(job.prompt, set())
     return TrainConfig(
         **common,
-        n_ctx=s.n_ctx,
+        **trained,
         aug_views=s.aug_views,
-        epochs=s.epochs_for(job.dataset, job.shots),
         prompt_method=job.prompt,
         method_lambda=_lambda(s, job.prompt),
         nfl=job.method in NFL_METHODS,
