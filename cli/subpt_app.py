@@ -283,7 +283,7 @@ def demo(
     aug_views: int = AUG_VIEWS,
     dense: bool = typer.Option(False, "--dense", help="Detection and segmentation instead: prompts learned on the "
                                "seen classes' regions of the world's scenes (docs/dense.md)."),
-    eval_scenes: int = typer.Option(100, "--eval-scenes", help="With --dense: evaluation scenes per seed."),
+    eval_scenes: int = typer.Option(50, "--eval-scenes", help="With --dense: evaluation scenes per seed."),
 ) -> None:
     """The main job on the embedded default: zero-shot, CoOp, NFL, SubPT on a typical world task, over seeds."""
     if dense:

@@ -48,8 +48,10 @@ def prepare_data(cfg: TrainConfig, backbone: Backbone, progress: bool = True, au
     """
     task = build_task(cfg.dataset, root=cfg.root, shots=cfg.shots, seed=cfg.seed, **cfg.dataset_options)
     if task.partition is not None and cfg.subsample != "base":
-        raise SubptError(f"dataset {cfg.dataset!r} fixes its own seen / unseen partition (its unseen classes must "
-                         f"never enter training): use --subsample base, not {cfg.subsample!r}")
+        raise SubptError(
+            f"dataset {cfg.dataset!r} fixes its own seen / unseen partition (its unseen classes must "
+            f"never enter training): use --subsample base, not {cfg.subsample!r}"
+        )
     base = subsample_task(task, cfg.subsample)
     novel = subsample_task(task, "novel") if cfg.subsample == "base" else None
     if cfg.aug_views and augment:

@@ -368,9 +368,15 @@ def evaluate_scenes(
         pix_pred.append(paint(props.masks, labels, scores, kept, background=n))
         pix_true.append(target_pixels(scene, background=n))
     examples = [
-        {"image": sc.image, "boxes": sc.boxes, "labels": sc.labels, "semantic": sc.semantic,
-         "pred_boxes": p["boxes"][p["scores"] >= 0.5].numpy(), "pred_labels": p["labels"][p["scores"] >= 0.5].numpy(),
-         "pred_semantic": np.where(pix == n, BACKGROUND, pix)}
+        {
+            "image": sc.image,
+            "boxes": sc.boxes,
+            "labels": sc.labels,
+            "semantic": sc.semantic,
+            "pred_boxes": p["boxes"][p["scores"] >= 0.5].numpy(),
+            "pred_labels": p["labels"][p["scores"] >= 0.5].numpy(),
+            "pred_semantic": np.where(pix == n, BACKGROUND, pix),
+        }
         for sc, p, pix in list(zip(scenes, preds, pix_pred))[:keep]
     ]
     det = box_ap50(preds, targets, classes.seen, classes.unseen)

@@ -110,12 +110,12 @@ def region_task(
 
     def items(source: DenseSource, rows: np.ndarray) -> list[Item]:
         sid = source_id(source, params)
-        return [Item((kind, sid, int(i), int(j)), new[int(c)], names[new[int(c)]]) for i, j, c in rows.tolist()]
+        return [
+            Item((kind, sid, int(i), int(j)), new[int(c)], names[new[int(c)]]) for i, j, c in rows.tolist()
+        ]
 
     rows = region_index(train, params, kind, train=True)
-    fg = np.concatenate(
-        [_draw(rows[rows[:, 2] == c], shots, seed, "class", c) for c in seen] or [rows[:0]]
-    )
+    fg = np.concatenate([_draw(rows[rows[:, 2] == c], shots, seed, "class", c) for c in seen] or [rows[:0]])
     back = _draw(rows[rows[:, 2] == BACKGROUND_REGION], len(fg), seed, "background")
     chosen = np.concatenate([fg, back])
     chosen = chosen[np.lexsort((chosen[:, 1], chosen[:, 0]))]
@@ -173,13 +173,19 @@ def _world_regions(root: Path | None, shots: int, seed: int, **options: Any) -> 
     for k in ("train_scenes", "test_scenes", "scene_seed"):
         v = o[k]
         if not isinstance(v, int) or isinstance(v, bool) or v < (0 if k == "scene_seed" else 1):
-            raise SubptError(f"--{k.replace('_', '-')} must be a {'non-negative' if k == 'scene_seed' else 'positive'} "
-                             f"integer, got {v!r}")
+            raise SubptError(
+                f"--{k.replace('_', '-')} must be a {'non-negative' if k == 'scene_seed' else 'positive'} "
+                f"integer, got {v!r}"
+            )
     objects = objects_task(shots=1, seed=0, test_per_class=1, **world)
     return region_task(
         world_source(world, o["scene_seed"], o["train_scenes"], train=True),
         world_source(world, o["scene_seed"], o["test_scenes"]),
-        o["regions"], shots, seed, objects.template, objects.teacher_templates,
+        o["regions"],
+        shots,
+        seed,
+        objects.template,
+        objects.teacher_templates,
     )
 
 
@@ -187,4 +193,3 @@ def world_of(dataset_options: dict[str, Any]) -> dict[str, Any]:
     """The class-set options (n_classes, class_seed, partition_seed, held_out) of a world-regions run."""
     o = world_region_options(**dataset_options)
     return {k: o[k] for k in ("n_classes", "class_seed", "partition_seed", "held_out")}
-

@@ -22,7 +22,9 @@ import numpy as np
 FG_IOU = 0.5
 BG_IOU = 0.3
 BACKGROUND_REGION = -1  # label of a background region
-IGNORED = -2  # label of a proposal left out (IoU in the ignored band, or touching an unseen object in training)
+IGNORED = (
+    -2
+)  # label of a proposal left out (IoU in the ignored band, or touching an unseen object in training)
 KINDS = ("box", "mask")
 
 
@@ -58,7 +60,9 @@ def _box_region(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return out
 
 
-def overlaps(kind: str, boxes: np.ndarray, masks: np.ndarray, gt_boxes: np.ndarray, gt_masks: np.ndarray) -> np.ndarray:
+def overlaps(
+    kind: str, boxes: np.ndarray, masks: np.ndarray, gt_boxes: np.ndarray, gt_masks: np.ndarray
+) -> np.ndarray:
     """IoU (m, k) of proposals with objects: box IoU for the box task, mask IoU for the mask task."""
     if kind == "box":
         return box_iou(boxes, gt_boxes)
@@ -80,7 +84,12 @@ def assign(iou: np.ndarray, gt_labels: np.ndarray) -> np.ndarray:
 
 
 def test_labels(
-    kind: str, boxes: np.ndarray, masks: np.ndarray, gt_boxes: np.ndarray, gt_masks: np.ndarray, gt_labels: np.ndarray
+    kind: str,
+    boxes: np.ndarray,
+    masks: np.ndarray,
+    gt_boxes: np.ndarray,
+    gt_masks: np.ndarray,
+    gt_labels: np.ndarray,
 ) -> np.ndarray:
     """Labels of one scene's proposals for evaluation: every class, background, or IGNORED."""
     return assign(overlaps(kind, boxes, masks, gt_boxes, gt_masks), gt_labels)

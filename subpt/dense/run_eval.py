@@ -7,6 +7,7 @@ import json
 import math
 import time
 from dataclasses import asdict
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -81,7 +82,13 @@ def run_text_features(
     learner = learner_with_ctx(backbone, names, cfg, ctx, str(run))
     with torch.no_grad():
         text = learner.text_features(chunk_size=cfg.text_chunk)
-    info = {"run": str(run), "epoch": ep, "method": cfg.method, "n_ctx": learner.n_ctx, "dataset": cfg.dataset}
+    info = {
+        "run": str(run),
+        "epoch": ep,
+        "method": cfg.method,
+        "n_ctx": learner.n_ctx,
+        "dataset": cfg.dataset,
+    }
     return text, info
 
 
@@ -97,6 +104,12 @@ def template_text_features(backbone: Backbone, names: list[str], template: str =
     if "{}" not in template:
         raise SubptError(f"--template {template!r} has no '{{}}' where the class name goes")
     return zero_shot_classifier(backbone, names, [template])
+
+
+@lru_cache(maxsize=2)
+def _backbone(model: str, pretrained: str, device: str) -> Backbone:
+    """The frozen backbone, loaded once per process (a curve evaluates many epochs of one run)."""
+    return load_backbone(model, pretrained, device)
 
 
 def dense_eval(
@@ -138,12 +151,12 @@ def dense_eval(
         from subpt.runs import load_config
 
         rc = load_config(run)
-        backbone = load_backbone(rc.model, rc.pretrained, device)
+        backbone = _backbone(rc.model, rc.pretrained, device)
         text, loaded = run_text_features(Path(run), backbone, list(classes.names), epoch)
         learned = is_region_run(rc)
         mode = "run"
     else:
-        backbone = load_backbone(model, pretrained, device)
+        backbone = _backbone(model, pretrained, device)
         text, loaded, mode = (
             template_text_features(backbone, list(classes.names)),
             {"template": TEMPLATE},

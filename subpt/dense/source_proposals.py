@@ -25,7 +25,9 @@ def source_proposals(source: DenseSource, params: ProposalParams | None = None) 
     """One `Proposals` per scene of `source`: its own (from a file) or `propose(scene.image, params)`."""
     if source.proposals is not None:
         if len(source.proposals) != len(source.scenes):
-            raise ValueError(f"{source.name}: {len(source.proposals)} proposal sets for {len(source.scenes)} scenes")
+            raise ValueError(
+                f"{source.name}: {len(source.proposals)} proposal sets for {len(source.scenes)} scenes"
+            )
         return source.proposals
     params = params or ProposalParams()
     sid = source_id(source, params)

@@ -55,6 +55,9 @@ def world_source(
     if train:
         key["first"] = first
     return DenseSource(
-        name="world-scenes", classes=classes, scenes=WorldScenes(classes, seed, n_scenes, cfg, first),
-        proposals=None, key=key,
+        name="world-scenes",
+        classes=classes,
+        scenes=WorldScenes(classes, seed, n_scenes, cfg, first),
+        proposals=None,
+        key=key,
     )

@@ -10,15 +10,21 @@ from subpt.report.rundata import RunData
 
 REPORT_SCENES = 20  # evaluation scenes per run (their region features are cached after the first report)
 SHOWN_SCENES = 3
-KEYS = (("ap50_seen", "seen AP50"), ("ap50_unseen", "unseen AP50"), ("miou_seen", "seen mIoU"),
-        ("miou_unseen", "unseen mIoU"))
+KEYS = (
+    ("ap50_seen", "seen AP50"),
+    ("ap50_unseen", "unseen AP50"),
+    ("miou_seen", "seen mIoU"),
+    ("miou_unseen", "unseen mIoU"),
+)
 
 
 def dense_html(runs: list[RunData], device: str = "cpu") -> str:
     """The dense section of every region-trained run among `runs` ("" when there is none)."""
     from subpt.dense.region_task import REGION_DATASET
 
-    parts = [_run_html(r, device) for r in runs if r.config is not None and r.config.dataset == REGION_DATASET]
+    parts = [
+        _run_html(r, device) for r in runs if r.config is not None and r.config.dataset == REGION_DATASET
+    ]
     return "\n".join(parts)
 
 
@@ -32,8 +38,15 @@ def _run_html(run: RunData, device: str) -> str:
     seed = opts["scene_seed"]
     world = {k: opts[k] for k in ("n_classes", "class_seed", "partition_seed", "held_out")}
     final = dense_eval(seed, REPORT_SCENES, run=run.path, device=device, progress=False, keep=SHOWN_SCENES)
-    zero = dense_eval(seed, REPORT_SCENES, world=world, model=run.config.model, pretrained=run.config.pretrained,
-                      device=device, progress=False)
+    zero = dense_eval(
+        seed,
+        REPORT_SCENES,
+        world=world,
+        model=run.config.model,
+        pretrained=run.config.pretrained,
+        device=device,
+        progress=False,
+    )
     curve = dense_curve(run.path, seed, REPORT_SCENES)
     classes = scene_classes(**world)
     scenes = H.figure_html(
@@ -53,6 +66,10 @@ def _run_html(run: RunData, device: str) -> str:
     )
     header = ["", "AP50 seen", "AP50 unseen", "AP50 HM", "mIoU seen", "mIoU unseen", "hIoU"]
     keys = ("ap50_seen", "ap50_unseen", "ap50_hm", "miou_seen", "miou_unseen", "hiou")
-    rows = [[label, *(f"{r[k]:.1f}" for k in keys)] for label, r in
-            (("zero-shot", zero), (f"epoch {final['epoch']}", final))]
-    return "\n".join([f"<h3>{H.esc(run.name)}</h3>", H.table_html(header, rows, set(range(1, 7))), scenes, curves])
+    rows = [
+        [label, *(f"{r[k]:.1f}" for k in keys)]
+        for label, r in (("zero-shot", zero), (f"epoch {final['epoch']}", final))
+    ]
+    return "\n".join(
+        [f"<h3>{H.esc(run.name)}</h3>", H.table_html(header, rows, set(range(1, 7))), scenes, curves]
+    )
