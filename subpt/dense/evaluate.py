@@ -34,7 +34,6 @@ from dataclasses import asdict
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torchmetrics.classification import MulticlassJaccardIndex
 from torchmetrics.detection import MeanAveragePrecision
 from torchvision.ops import batched_nms
@@ -42,6 +41,7 @@ from tqdm.auto import tqdm
 
 from gradflow.atomic import atomic_torch_save
 from subpt.backbone import Backbone
+from subpt.dense.crops import OPENAI_MEAN, border_colour, region_crop, square_crop  # noqa: F401
 from subpt.dense.proposals import Proposals, propose
 from subpt.dense.settings import THRESHOLD, CropSettings, ProposalParams
 from subpt.embedded.scenes import BACKGROUND, Scene, SceneClasses
@@ -52,7 +52,6 @@ NMS_IOU = 0.5
 SCORE_FLOOR = 0.05  # learned background, detection: Fast R-CNN's (and Detectron's) test score threshold
 MAX_DETECTIONS = 100
 CACHE_VERSION = "dense-features/1"  # bump when scenes, proposals or crops change meaning
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 
 
 def harmonic(a: float, b: float) -> float:
@@ -68,52 +67,6 @@ def tower_mean(backbone: Backbone) -> tuple[int, int, int]:
         if type(t).__name__ == "Normalize":
             return tuple(int(round(255 * float(m))) for m in t.mean)  # type: ignore[return-value]
     return tuple(int(round(255 * m)) for m in OPENAI_MEAN)  # type: ignore[return-value]
-
-
-def border_colour(image: np.ndarray) -> tuple[int, int, int]:
-    """Per-channel median of the image's border pixels: a label-free estimate of the scene's background."""
-    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
-    return tuple(int(v) for v in np.median(border, axis=0))  # type: ignore[return-value]
-
-
-def square_crop(
-    image: np.ndarray,
-    box: Sequence[float],
-    context: float,
-    fill: tuple[int, int, int],
-    mask: np.ndarray | None = None,
-) -> Image.Image:
-    """The square of side context x the box's longer side around the box centre, padded with `fill` outside the
-    image; with `mask`, pixels outside the mask are `fill` too."""
-    x0, y0, x1, y1 = (float(v) for v in box)
-    side = max(1, int(math.ceil(context * max(x1 - x0, y1 - y0))))
-    left = int(math.floor((x0 + x1) / 2 - side / 2))
-    top = int(math.floor((y0 + y1) / 2 - side / 2))
-    out = np.empty((side, side, 3), dtype=np.uint8)
-    out[:] = fill
-    h, w = image.shape[:2]
-    sx0, sy0, sx1, sy1 = max(left, 0), max(top, 0), min(left + side, w), min(top + side, h)
-    if sx1 > sx0 and sy1 > sy0:
-        patch = image[sy0:sy1, sx0:sx1]
-        if mask is not None:
-            patch = np.where(mask[sy0:sy1, sx0:sx1, None], patch, np.array(fill, dtype=np.uint8))
-        out[sy0 - top : sy1 - top, sx0 - left : sx1 - left] = patch
-    return Image.fromarray(out)
-
-
-def region_crop(
-    image: np.ndarray,
-    box: Sequence[float],
-    mask: np.ndarray | None,
-    crops: CropSettings,
-    mean: tuple[int, int, int] = tuple(int(round(255 * m)) for m in OPENAI_MEAN),  # type: ignore[assignment]
-) -> Image.Image:
-    """A proposal as the tower sees it: its box crop (mask None), padded outside the image with the border colour
-    (the scene's background), or its masked crop, every pixel outside `mask` set to the fill of `crops`."""
-    pad = border_colour(image)
-    if mask is None:
-        return square_crop(image, box, crops.context, pad)
-    return square_crop(image, box, crops.context, mean if crops.fill == "mean" else pad, mask)
 
 
 def region_key(backbone: Backbone, scenes_key: object, params: ProposalParams, crops: CropSettings) -> str:

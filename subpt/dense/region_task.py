@@ -49,8 +49,8 @@ def region_index(source: DenseSource, params: ProposalParams, kind: str, train: 
     """(n, 3) int64 rows (scene, proposal, label in the source's class labels or BACKGROUND_REGION) of every
     labelled proposal of `source`, ignored ones left out; cached on disk."""
     from gradflow.atomic import atomic_write_text
+    from subpt.cache_paths import cache_dir
     from subpt.dense.source_proposals import source_id, source_proposals
-    from subpt.features import cache_dir
 
     sid = source_id(source, params)
     _SOURCES[sid] = (source, params)
@@ -127,7 +127,7 @@ def region_task(
     crops = CropSettings()
 
     def load_image(item: Item):
-        from subpt.dense.evaluate import region_crop
+        from subpt.dense.crops import region_crop
         from subpt.dense.source_proposals import source_proposals
 
         k, sid, i, j = item.source
