@@ -28,7 +28,7 @@ def dense_eval_cmd(
     run: Path = typer.Option(
         None,
         "--run",
-        help="A `subpt train` run on world-objects: name classes with its "
+        help="A `subpt train` run on world-objects or world-regions: name classes with its "
         "learned context (default: zero-shot, the template 'a photo of a {}.').",
     ),
     epoch: int = typer.Option(

@@ -308,8 +308,18 @@ def demo(
     report: bool = typer.Option(True, "--report/--no-report", help="Write report.html for the seed-1 runs."),
     resume: bool = typer.Option(False, "--resume", help="Keep finished runs in --out and continue an interrupted one."),
     aug_views: int = AUG_VIEWS,
+    dense: bool = typer.Option(False, "--dense", help="Detection and segmentation instead: prompts learned on the "
+                               "seen classes' regions of the world's scenes (docs/dense.md)."),
+    eval_scenes: int = typer.Option(50, "--eval-scenes", help="With --dense: evaluation scenes per seed."),
 ) -> None:
     """The main job on the embedded default: zero-shot, CoOp, NFL, SubPT on a typical world task, over seeds."""
+    if dense:
+        from subpt.experiments.dense_demo import run_dense_demo
+
+        if task_options:
+            raise SubptError("--dense takes no task options (it runs the embedded default's scenes)")
+        run_dense_demo(out, seeds=seeds, epochs=epochs, eval_scenes=eval_scenes, resume=resume)
+        return
     from subpt.experiments.demo import run_demo
 
     run_demo(out, seeds=seeds, epochs=epochs, options=task_options, report=report, resume=resume, aug_views=aug_views)

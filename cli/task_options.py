@@ -28,6 +28,13 @@ TASK_OPTIONS: dict[str, tuple[type, Any]] = {
     "cue": (str, typer.Option(None, "--cue", help=_W + "spurious cue in the few-shot train set (none|background|mark).")),
     "cue_strength": (float, typer.Option(None, "--cue-strength", help=_W + "share of train images with the cue (0..1).")),
     "noise": (float, typer.Option(None, "--noise", help=_W + "pixel noise of the task images (default 12; pretraining 4-28).")),
+    "regions": (str, typer.Option(
+        None, "--regions", help="world-regions only: box crops (detection) or mask crops (segmentation); default box.")),
+    "scene_seed": (int, typer.Option(None, "--scene-seed", help="world-regions only: seed of the scenes (default 1).")),
+    "train_scenes": (int, typer.Option(
+        None, "--train-scenes", help="world-regions only: training scenes whose proposals are labelled (default 200).")),
+    "test_scenes": (int, typer.Option(
+        None, "--test-scenes", help="world-regions only: evaluation scenes whose regions are the test set (default 50).")),
 }
 
 

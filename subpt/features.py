@@ -4,7 +4,6 @@ test view of every image, and K augmented views of every training image (CoOp's 
 from __future__ import annotations
 
 import hashlib
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,13 +17,9 @@ from tqdm.auto import tqdm
 
 from gradflow.atomic import atomic_torch_save
 from subpt.backbone import Backbone
+from subpt.cache_paths import cache_dir
 from subpt.data.base import Item, TaskData
 from subpt.errors import SubptError
-
-
-def cache_dir() -> Path:
-    """Folder of subpt's caches: $SUBPT_CACHE, else ~/.cache/subpt."""
-    return Path(os.environ.get("SUBPT_CACHE", Path.home() / ".cache" / "subpt"))
 
 
 class _Images(Dataset):

@@ -14,7 +14,7 @@ import torch
 
 from gradflow.atomic import atomic_torch_save
 from subpt.backbone import Backbone
-from subpt.data.base import TaskData, base_novel_labels
+from subpt.data.base import TaskData, novel_only_names
 from subpt.errors import SubptError
 from subpt.evaluate import zero_shot_classifier
 from subpt.features import cache_dir
@@ -25,8 +25,7 @@ from subpt.resources import imagenet100_classnames, imagenet_templates
 def resolve_names(source: str, task: TaskData) -> list[str]:
     """Extra class names: 'novel' (the task's held-out classes), 'imagenet100', or a text file of names."""
     if source == "novel":
-        _, novel = base_novel_labels(task.num_classes)
-        return [task.classnames[i] for i in novel]
+        return novel_only_names(task)
     if source == "imagenet100":
         return imagenet100_classnames()
     path = Path(source)

@@ -11,6 +11,7 @@ from subpt.backbone import Backbone
 from subpt.config import TrainConfig
 from subpt.data.base import TaskData, subsample_task
 from subpt.data.catalogue import build_task
+from subpt.errors import SubptError
 from subpt.features import augmented_features, epoch_views, image_features
 
 
@@ -46,6 +47,11 @@ def prepare_data(cfg: TrainConfig, backbone: Backbone, progress: bool = True, au
     re-evaluating or analysing a run never encodes augmented views it does not use.
     """
     task = build_task(cfg.dataset, root=cfg.root, shots=cfg.shots, seed=cfg.seed, **cfg.dataset_options)
+    if task.partition is not None and cfg.subsample != "base":
+        raise SubptError(
+            f"dataset {cfg.dataset!r} fixes its own seen / unseen partition (its unseen classes must "
+            f"never enter training): use --subsample base, not {cfg.subsample!r}"
+        )
     base = subsample_task(task, cfg.subsample)
     novel = subsample_task(task, "novel") if cfg.subsample == "base" else None
     if cfg.aug_views and augment:

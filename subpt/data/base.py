@@ -40,6 +40,9 @@ class TaskData:
     test_splits: dict[str, list[Item]] = field(default_factory=dict)
     templates: list[str] = field(default_factory=list)  # the dataset's zero-shot template ensemble
     teacher_templates: list[str] = field(default_factory=list)  # NFL's ensemble; empty: CLIP's 80 ImageNet ones
+    # (base labels, novel labels) when the task fixes its own partition (region tasks: seen classes + background
+    # vs unseen classes + background); None: CoOp's rule on the sorted labels
+    partition: tuple[tuple[int, ...], tuple[int, ...]] | None = None
 
     @property
     def num_classes(self) -> int:
@@ -63,6 +66,19 @@ def base_novel_labels(num_classes: int) -> tuple[list[int], list[int]]:
     return labels[:m], labels[m:]
 
 
+def task_partition(task: TaskData) -> tuple[list[int], list[int]]:
+    """(base labels, novel labels) of a task: its own partition, else CoOp's rule."""
+    if task.partition is not None:
+        return list(task.partition[0]), list(task.partition[1])
+    return base_novel_labels(task.num_classes)
+
+
+def novel_only_names(task: TaskData) -> list[str]:
+    """Names of the novel labels that are not also base labels (a region task's background is both)."""
+    base, novel = task_partition(task)
+    return [task.classnames[i] for i in novel if i not in set(base)]
+
+
 def subset_classes(items: Sequence[Item], labels: Sequence[int]) -> list[Item]:
     """Keep items whose label is in `labels` and relabel them 0..len(labels)-1 in that order."""
     remap = {old: new for new, old in enumerate(labels)}
@@ -73,7 +89,7 @@ def subsample_task(task: TaskData, which: str) -> TaskData:
     """The base or novel half of a task (CoOp's rule), every split relabelled from 0; 'all' is identity."""
     if which == "all":
         return task
-    base, novel = base_novel_labels(task.num_classes)
+    base, novel = task_partition(task)
     if which not in ("base", "novel"):
         raise SubptError(f"subsample must be 'all', 'base' or 'novel', got {which!r}")
     labels = base if which == "base" else novel
@@ -84,4 +100,5 @@ def subsample_task(task: TaskData, which: str) -> TaskData:
         val=subset_classes(task.val, labels),
         test=subset_classes(task.test, labels),
         test_splits={k: subset_classes(v, labels) for k, v in task.test_splits.items()},
+        partition=None,
     )

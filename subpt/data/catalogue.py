@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import subpt.dense.region_task  # noqa: F401  (registers world-regions, region crops of the world's scenes)
 import subpt.embedded.tasks  # noqa: F401  (registers the embedded world's tasks)
 from subpt.data.base import TaskData
 from subpt.data.registry import FACTORIES, OPTIONS, ROOTED

@@ -34,7 +34,6 @@ from dataclasses import asdict
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torchmetrics.classification import MulticlassJaccardIndex
 from torchmetrics.detection import MeanAveragePrecision
 from torchvision.ops import batched_nms
@@ -42,6 +41,7 @@ from tqdm.auto import tqdm
 
 from gradflow.atomic import atomic_torch_save
 from subpt.backbone import Backbone
+from subpt.dense.crops import OPENAI_MEAN, border_colour, region_crop, square_crop  # noqa: F401
 from subpt.dense.proposals import Proposals, propose
 from subpt.dense.settings import THRESHOLD, CropSettings, ProposalParams
 from subpt.embedded.scenes import BACKGROUND, Scene, SceneClasses
@@ -49,9 +49,9 @@ from subpt.errors import SubptError
 from subpt.features import cache_dir, load_cached
 
 NMS_IOU = 0.5
+SCORE_FLOOR = 0.05  # learned background, detection: Fast R-CNN's (and Detectron's) test score threshold
 MAX_DETECTIONS = 100
 CACHE_VERSION = "dense-features/1"  # bump when scenes, proposals or crops change meaning
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 
 
 def harmonic(a: float, b: float) -> float:
@@ -67,37 +67,6 @@ def tower_mean(backbone: Backbone) -> tuple[int, int, int]:
         if type(t).__name__ == "Normalize":
             return tuple(int(round(255 * float(m))) for m in t.mean)  # type: ignore[return-value]
     return tuple(int(round(255 * m)) for m in OPENAI_MEAN)  # type: ignore[return-value]
-
-
-def border_colour(image: np.ndarray) -> tuple[int, int, int]:
-    """Per-channel median of the image's border pixels: a label-free estimate of the scene's background."""
-    border = np.concatenate([image[0], image[-1], image[:, 0], image[:, -1]])
-    return tuple(int(v) for v in np.median(border, axis=0))  # type: ignore[return-value]
-
-
-def square_crop(
-    image: np.ndarray,
-    box: Sequence[float],
-    context: float,
-    fill: tuple[int, int, int],
-    mask: np.ndarray | None = None,
-) -> Image.Image:
-    """The square of side context x the box's longer side around the box centre, padded with `fill` outside the
-    image; with `mask`, pixels outside the mask are `fill` too."""
-    x0, y0, x1, y1 = (float(v) for v in box)
-    side = max(1, int(math.ceil(context * max(x1 - x0, y1 - y0))))
-    left = int(math.floor((x0 + x1) / 2 - side / 2))
-    top = int(math.floor((y0 + y1) / 2 - side / 2))
-    out = np.empty((side, side, 3), dtype=np.uint8)
-    out[:] = fill
-    h, w = image.shape[:2]
-    sx0, sy0, sx1, sy1 = max(left, 0), max(top, 0), min(left + side, w), min(top + side, h)
-    if sx1 > sx0 and sy1 > sy0:
-        patch = image[sy0:sy1, sx0:sx1]
-        if mask is not None:
-            patch = np.where(mask[sy0:sy1, sx0:sx1, None], patch, np.array(fill, dtype=np.uint8))
-        out[sy0 - top : sy1 - top, sx0 - left : sx1 - left] = patch
-    return Image.fromarray(out)
 
 
 def region_key(backbone: Backbone, scenes_key: object, params: ProposalParams, crops: CropSettings) -> str:
@@ -154,11 +123,9 @@ def region_features(
         list(zip(scenes, proposals)), desc="encoding proposals", disable=not progress or None, leave=False
     )
     for scene, props in bar:
-        fill = mean if crops.fill == "mean" else border_colour(scene.image)
-        pad = border_colour(scene.image)  # outside the image a box crop continues the scene's background
         for box, mask in zip(props.boxes, props.masks):
-            pending.append(backbone.preprocess(square_crop(scene.image, box, crops.context, pad)))
-            pending.append(backbone.preprocess(square_crop(scene.image, box, crops.context, fill, mask)))
+            pending.append(backbone.preprocess(region_crop(scene.image, box, None, crops, mean)))
+            pending.append(backbone.preprocess(region_crop(scene.image, box, mask, crops, mean)))
             if len(pending) >= batch_size:
                 flush()
     flush()
@@ -197,6 +164,19 @@ def decide(
     if chance is not None:
         labels = torch.randint(probs.shape[-1], (probs.shape[0],), generator=chance).to(labels.device)
     return labels, scores, scores >= threshold
+
+
+def decide_learned(probs: torch.Tensor, paint: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(labels, scores, kept) with a learned background class, the last column of `probs`: each region's best
+    object class and its probability (the softmax includes the background). Detection (`paint` False) keeps every
+    region scoring at least SCORE_FLOOR, as Fast R-CNN's test does, so the background lowers a region's rank rather
+    than cutting it; segmentation (`paint` True) must decide, and keeps a region unless the background is its best
+    class."""
+    if not probs.numel():
+        return probs.new_zeros(0, dtype=torch.long), probs.new_zeros(0), probs.new_zeros(0, dtype=torch.bool)
+    scores, labels = probs[:, :-1].max(dim=-1)
+    kept = probs.argmax(dim=-1) != probs.shape[-1] - 1 if paint else scores >= SCORE_FLOOR
+    return labels, scores, kept
 
 
 def detections(boxes: np.ndarray, labels: torch.Tensor, scores: torch.Tensor, kept: torch.Tensor) -> dict:
@@ -292,23 +272,32 @@ def evaluate_scenes(
     use_cache: bool = True,
     proposer: Callable[[np.ndarray], Proposals] | None = None,
     oracle: bool = False,
+    given: Sequence[Proposals] | None = None,
+    learned_background: bool = False,
+    keep: int = 0,
 ) -> dict:
     """AP50 and mIoU on the seen and unseen classes of `scenes` with class text features `text` (n_classes, d).
 
     `chance_seed` replaces every region's class by a uniform draw (the chance level, same regions and scores).
     `proposer` replaces the label-free proposals (it gets the image only); `oracle` uses each scene's ground-truth
-    boxes and masks as proposals instead: a diagnostic upper bound that isolates naming from proposing."""
+    boxes and masks as proposals instead: a diagnostic upper bound that isolates naming from proposing. `given`
+    are the scenes' proposals made beforehand (a source's file, or remembered generator output; `scenes_key`
+    must then identify them). With `learned_background`, `text` has one more row, a learned
+    background class (`decide_learned` instead of the threshold rule). `keep` returns the
+    first `keep` scenes with their predictions under "examples" (for figures)."""
     params, crops = params or ProposalParams(), crops or CropSettings()
     params.validate()
     crops.validate()
     if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
         raise SubptError(f"--threshold must lie in [0, 1], got {threshold}")
-    if text.shape[0] != classes.num_classes:
+    if text.shape[0] != classes.num_classes + int(learned_background):
         raise SubptError(
             f"text features cover {text.shape[0]} classes but the scenes have {classes.num_classes}"
         )
     if oracle:
         proposals = [Proposals(s.boxes, s.masks) for s in scenes]
+    elif given is not None:
+        proposals = list(given)
     else:
         run_proposer = proposer or (lambda image: propose(image, params))
         proposals = [run_proposer(s.image) for s in scenes]
@@ -320,13 +309,29 @@ def evaluate_scenes(
     gen = torch.Generator().manual_seed(int(chance_seed)) if chance_seed is not None else None
     n = classes.num_classes
     preds, targets, pix_pred, pix_true = [], [], [], []
+
+    def rule(probs: torch.Tensor, paint: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return decide_learned(probs, paint) if learned_background else decide(probs, threshold, gen)
+
     for scene, props, fb, fm in zip(scenes, proposals, box_feats, mask_feats):
-        labels, scores, kept = decide(class_probabilities(fb, text, scale), threshold, gen)
+        labels, scores, kept = rule(class_probabilities(fb, text, scale), False)
         preds.append(detections(props.boxes, labels, scores, kept))
         targets.append(target_boxes(scene))
-        labels, scores, kept = decide(class_probabilities(fm, text, scale), threshold, gen)
+        labels, scores, kept = rule(class_probabilities(fm, text, scale), True)
         pix_pred.append(paint(props.masks, labels, scores, kept, background=n))
         pix_true.append(target_pixels(scene, background=n))
+    examples = [
+        {
+            "image": sc.image,
+            "boxes": sc.boxes,
+            "labels": sc.labels,
+            "semantic": sc.semantic,
+            "pred_boxes": p["boxes"][p["scores"] >= 0.5].numpy(),
+            "pred_labels": p["labels"][p["scores"] >= 0.5].numpy(),
+            "pred_semantic": np.where(pix == n, BACKGROUND, pix),
+        }
+        for sc, p, pix in list(zip(scenes, preds, pix_pred))[:keep]
+    ]
     det = box_ap50(preds, targets, classes.seen, classes.unseen)
     seg = segmentation_iou(pix_pred, pix_true, n, classes.seen, classes.unseen)
     return {
@@ -335,8 +340,10 @@ def evaluate_scenes(
         "scenes": len(scenes),
         "objects": int(sum(len(s.labels) for s in scenes)),
         "proposals_per_scene": float(np.mean([len(p) for p in proposals])) if proposals else 0.0,
-        "threshold": threshold,
-        "proposals": "oracle" if oracle else "label-free",
+        "threshold": None if learned_background else threshold,
+        "background": "learned class" if learned_background else "threshold",
+        "proposals": "oracle" if oracle else "file" if given is not None else "label-free",
         "proposal_params": params.key(),
         "crops": asdict(crops),
+        **({"examples": examples} if keep else {}),
     }

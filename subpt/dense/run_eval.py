@@ -7,6 +7,7 @@ import json
 import math
 import time
 from dataclasses import asdict
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,12 @@ import torch
 
 from subpt.backbone import Backbone, load_backbone
 from subpt.dense.evaluate import evaluate_scenes
+from subpt.dense.region_task import BACKGROUND_NAME, REGION_DATASET, world_of
 from subpt.dense.settings import THRESHOLD, CropSettings, ProposalParams
+from subpt.dense.source_proposals import source_proposals
+from subpt.dense.world_source import world_source
 from subpt.embedded import model as tiny
-from subpt.embedded.scenes import SceneClasses, SceneConfig, make_scenes, scene_classes
+from subpt.embedded.scenes import SceneClasses, SceneConfig
 from subpt.errors import SubptError
 
 TEMPLATE = "a photo of a {}."  # the world-objects task's own template: zero-shot CLIP's classifier there
@@ -42,11 +46,14 @@ def world_options(given: dict[str, Any], run: Path | None) -> dict[str, Any]:
     from subpt.runs import load_config
 
     cfg = load_config(run)
-    if cfg.dataset != WORLD_DATASET:
+    if cfg.dataset not in (WORLD_DATASET, REGION_DATASET):
         raise SubptError(
-            f"--run {run} was trained on {cfg.dataset!r}; dense scenes need a run on {WORLD_DATASET}"
+            f"--run {run} was trained on {cfg.dataset!r}; dense scenes need a run on {WORLD_DATASET} "
+            f"or {REGION_DATASET}"
         )
     own = {k: cfg.dataset_options[k] for k in WORLD_KEYS if k in cfg.dataset_options}
+    if cfg.dataset == REGION_DATASET:
+        own = world_of(cfg.dataset_options)
     for k, v in given.items():
         if k in own and own[k] != v:
             raise SubptError(
@@ -59,10 +66,13 @@ def run_text_features(
     run: Path, backbone: Backbone, names: list[str], epoch: int | None = None
 ) -> tuple[torch.Tensor, dict]:
     """Normalised text features of `names` with the learned context of a run folder (its last saved epoch by
-    default), and what was loaded."""
+    default), and what was loaded. A region-trained run (world-regions) adds its learned background class as the
+    last row."""
     from subpt.runs import learner_with_ctx, load_config, load_ctx
 
     cfg = load_config(run)
+    if is_region_run(cfg):
+        names = [*names, BACKGROUND_NAME]
     if cfg.csc:
         raise SubptError(
             f"--run {run} learned a class-specific context (--csc), which cannot name unseen classes; "
@@ -72,7 +82,19 @@ def run_text_features(
     learner = learner_with_ctx(backbone, names, cfg, ctx, str(run))
     with torch.no_grad():
         text = learner.text_features(chunk_size=cfg.text_chunk)
-    return text, {"run": str(run), "epoch": ep, "method": cfg.method, "n_ctx": learner.n_ctx}
+    info = {
+        "run": str(run),
+        "epoch": ep,
+        "method": cfg.method,
+        "n_ctx": learner.n_ctx,
+        "dataset": cfg.dataset,
+    }
+    return text, info
+
+
+def is_region_run(cfg: Any) -> bool:
+    """Whether a run's config trained on region crops (so its text features carry a learned background)."""
+    return cfg.dataset == REGION_DATASET
 
 
 def template_text_features(backbone: Backbone, names: list[str], template: str = TEMPLATE) -> torch.Tensor:
@@ -82,6 +104,12 @@ def template_text_features(backbone: Backbone, names: list[str], template: str =
     if "{}" not in template:
         raise SubptError(f"--template {template!r} has no '{{}}' where the class name goes")
     return zero_shot_classifier(backbone, names, [template])
+
+
+@lru_cache(maxsize=2)
+def _backbone(model: str, pretrained: str, device: str) -> Backbone:
+    """The frozen backbone, loaded once per process (a curve evaluates many epochs of one run)."""
+    return load_backbone(model, pretrained, device)
 
 
 def dense_eval(
@@ -100,6 +128,7 @@ def dense_eval(
     pretrained: str = "embedded",
     device: str = "cpu",
     progress: bool = True,
+    keep: int = 0,
 ) -> dict:
     """Box AP50 and mIoU (seen, unseen, harmonic mean) on `n_scenes` scenes of seed `seed`: zero-shot with the
     template, or with a run's learned context; `chance` names every region at random (the chance level)."""
@@ -114,43 +143,47 @@ def dense_eval(
         if settings is not None:
             settings.validate()  # before any work
     options = world_options(dict(world or {}), Path(run) if run is not None else None)
-    classes: SceneClasses = scene_classes(**options)
     cfg = scene_config or SceneConfig()
-    scenes = make_scenes(classes, seed, n_scenes, cfg)
+    source = world_source(options, seed, n_scenes, cfg)
+    classes: SceneClasses = source.classes
+    learned = False
     if run is not None:
         from subpt.runs import load_config
 
         rc = load_config(run)
-        backbone = load_backbone(rc.model, rc.pretrained, device)
-        text, source = run_text_features(Path(run), backbone, list(classes.names), epoch)
+        backbone = _backbone(rc.model, rc.pretrained, device)
+        text, loaded = run_text_features(Path(run), backbone, list(classes.names), epoch)
+        learned = is_region_run(rc)
         mode = "run"
     else:
-        backbone = load_backbone(model, pretrained, device)
-        text, source, mode = (
+        backbone = _backbone(model, pretrained, device)
+        text, loaded, mode = (
             template_text_features(backbone, list(classes.names)),
             {"template": TEMPLATE},
             "zeroshot",
         )
-    key = {"world": sorted(classes.options), "seed": seed, "scenes": n_scenes, "config": asdict(cfg)}
     result = evaluate_scenes(
         backbone,
         classes,
-        scenes,
+        source.scenes,
         text,
-        key,
+        source.key,
         params=params,
         crops=crops,
         threshold=threshold,
         chance_seed=seed if chance else None,
         progress=progress,
         oracle=oracle,
+        given=None if oracle else source_proposals(source, params),
+        learned_background=learned,
+        keep=keep,
     )
     names = classes.names
     result["ap50_per_class"] = {names[c]: v for c, v in result["ap50_per_class"].items()}
     return {
         "mode": mode,
         "chance": chance,
-        **source,
+        **loaded,
         "seed": seed,
         "model": backbone.model_name,
         "world": dict(classes.options),
@@ -176,3 +209,21 @@ def write_result(result: dict, path: Path) -> None:
         return v
 
     atomic_write_text(Path(path), json.dumps(clean(result), indent=2) + "\n", mkdir=True)
+
+
+CURVE_KEYS = ("ap50_seen", "ap50_unseen", "ap50_hm", "miou_seen", "miou_unseen", "hiou")
+
+
+def dense_curve(run: Path, seed: int, n_scenes: int = 100, progress: bool = False) -> list[dict]:
+    """Seen / unseen / HM AP50 and mIoU of a run's context after every saved epoch, on the scenes of `seed`
+    (the region features are encoded once and cached; each epoch costs only its text features and metrics)."""
+    from subpt.runs import saved_ctx_epochs
+
+    epochs = sorted(saved_ctx_epochs(Path(run)))
+    if not epochs:
+        raise SubptError(f"--run {run} holds no saved epochs (ckpt/ctx_*.pt)")
+    rows = []
+    for ep in epochs:
+        r = dense_eval(seed, n_scenes, run=Path(run), epoch=ep, progress=progress)
+        rows.append({"epoch": ep, **{k: r[k] for k in CURVE_KEYS}})
+    return rows

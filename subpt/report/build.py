@@ -39,6 +39,7 @@ from gradflow.report import (
 from gradflow.salvage import open_store
 from subpt.errors import SubptError
 from subpt.evaluate import harmonic_mean
+from subpt.report.dense import dense_html
 from subpt.report.model import (
     Backbones,
     analyse_classes,
@@ -273,6 +274,7 @@ def _render(reps: list[RunReport], title: str, opts: ReportOptions, log: Callabl
         )
     sections["context"] = "\n".join(context_html(r, multi) for r in reps)
     sections["classes"] = "\n".join(classes_html(r, multi, opts.max_classes) for r in reps)
+    sections["dense"] = dense_html([r.run for r in reps], opts.device)
     if any(r.classes is not None and r.classes.cue for r in reps):
         sections["cue"] = "\n".join(cue_html(r, multi) for r in reps)
     what = ", ".join(H.esc(r.run.path) for r in reps)

@@ -19,6 +19,7 @@ SECTIONS = [
     ("context", "Learned context, decoded"),
     ("classes", "Classes that gain or lose against zero-shot"),
     ("cue", "Reliance on the spurious cue"),
+    ("dense", "Detection and segmentation on scenes"),
 ]
 
 
