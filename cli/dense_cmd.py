@@ -74,14 +74,27 @@ def dense_eval_cmd(
         "embedded", "--pretrained", "-p", help="Weights (zero-shot; --run uses its own)."
     ),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    source: str = typer.Option(
+        "world-scenes", "--source", help="world-scenes (the embedded world), coco (OV-COCO) or voc (VOC 2012); "
+        "a run on coco-regions / voc-regions brings its own."
+    ),
+    root: Path = typer.Option(None, "--root", help="coco / voc: the folder holding the dataset."),
+    split: str = typer.Option("val", "--split", help="coco / voc: the split to evaluate."),
+    max_images: int = typer.Option(None, "--max-images", help="coco / voc: the first this many images."),
+    proposals: Path = typer.Option(
+        None, "--proposals", help="coco: a COCO-style JSON of proposals; voc: a folder of mask files "
+        "(default: the label-free generator)."
+    ),
     out: Path = typer.Option(
         None, "--out", "-o", help="JSON result file (default: runs/dense/<mode>-seed<S>.json)."
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
-    """Box AP50 and mIoU on seen and unseen classes (and their harmonic means) of the world's scenes."""
+    """Box AP50 and mIoU on seen and unseen classes (and their harmonic means) of the world's scenes, or of OV-COCO
+    or VOC 2012 (--source)."""
     from subpt.dense.run_eval import dense_eval, write_result
 
+    real = source != "world-scenes"
     given = {
         "n_classes": n_classes,
         "class_seed": class_seed,
@@ -101,6 +114,11 @@ def dense_eval_cmd(
         run=run,
         epoch=epoch,
         world={k: v for k, v in given.items() if v is not None},
+        source=source,
+        root=None if root is None else str(root),
+        split=split,
+        source_options={"max_images": max_images, "proposals": None if proposals is None else str(proposals)}
+        if real else None,
         scene_config=SceneConfig(canvas=canvas, noise=noise),
         params=ProposalParams(scale=proposal_scale),
         crops=CropSettings(context=context),

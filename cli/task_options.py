@@ -29,7 +29,19 @@ TASK_OPTIONS: dict[str, tuple[type, Any]] = {
     "cue_strength": (float, typer.Option(None, "--cue-strength", help=_W + "share of train images with the cue (0..1).")),
     "noise": (float, typer.Option(None, "--noise", help=_W + "pixel noise of the task images (default 12; pretraining 4-28).")),
     "regions": (str, typer.Option(
-        None, "--regions", help="world-regions only: box crops (detection) or mask crops (segmentation); default box.")),
+        None, "--regions", help="Region datasets: box crops (detection) or mask crops (segmentation); default box "
+        "(voc-regions: mask).")),
+    "train_images": (int, typer.Option(
+        None, "--train-images", help="coco-regions / voc-regions: the first N training images (default all).")),
+    "test_images": (int, typer.Option(
+        None, "--test-images", help="coco-regions / voc-regions: the first N evaluation images (default all).")),
+    "train_proposals": (str, typer.Option(
+        None, "--train-proposals", help="coco-regions / voc-regions: the training split's proposal file (COCO JSON) "
+        "or folder (VOC masks); default: the label-free generator.")),
+    "test_proposals": (str, typer.Option(
+        None, "--test-proposals", help="coco-regions / voc-regions: the evaluation split's proposal file or folder.")),
+    "max_proposals": (int, typer.Option(
+        None, "--max-proposals", help="coco-regions / voc-regions: proposals kept per image (default 200).")),
     "scene_seed": (int, typer.Option(None, "--scene-seed", help="world-regions only: seed of the scenes (default 1).")),
     "train_scenes": (int, typer.Option(
         None, "--train-scenes", help="world-regions only: training scenes whose proposals are labelled (default 200).")),

@@ -262,3 +262,63 @@ def test_data_check_names_the_broken_file(coco_root: Path, voc_root: Path, tmp_p
     assert res.exit_code == 1 and "val.txt is missing" in res.output
     empty = check_dense("voc", tmp_path / "c" / "train2017")
     assert empty.status == "missing"
+
+
+@pytest.mark.parametrize("dataset", ["coco-regions", "voc-regions"])
+def test_fake_tree_region_dataset_trains_one_epoch(dataset: str, coco_root: Path, voc_root: Path,
+                                                   tmp_path: Path) -> None:
+    """A fake COCO / VOC tree becomes a region dataset (seen + background trained, unseen held out) that
+    `subpt train` trains for one epoch and evaluates."""
+    from subpt.config import TrainConfig
+    from subpt.runs import read_metrics
+    from subpt.train import train
+
+    root = coco_root if dataset == "coco-regions" else voc_root
+    cfg = TrainConfig(dataset=dataset, root=str(root), shots=2, epochs=1, n_ctx=2, batch_size=4,
+                      dataset_options={"max_proposals": 20})
+    train(cfg, tmp_path / "run", progress=False)
+    metrics = read_metrics(tmp_path / "run")
+    assert len(metrics) == 1 and np.isfinite(metrics[0]["loss"])
+    from subpt.data.catalogue import build_task
+
+    task = build_task(dataset, root=str(root), shots=2, seed=1, max_proposals=20)
+    names = VOC_NAMES if dataset == "voc-regions" else OV_COCO_NAMES
+    assert "background" in task.classnames and set(task.classnames) - {"background"} <= set(names)
+    trained = {item.classname for item in task.train}
+    seen = {task.classnames[c] for c in task.partition[0]}
+    assert trained and trained <= seen
+    # the run's context names the regions of the benchmark's evaluation split (AP50 / mIoU by the same code as
+    # the world's); the run brings its source, root and proposal settings
+    from subpt.dense.run_eval import dense_eval
+
+    result = dense_eval(1, run=tmp_path / "run", progress=False)
+    source = load_source(dataset.split("-")[0], root, "val", {"max_proposals": 20})
+    assert result["mode"] == "run" and result["scenes"] == len(source)
+    assert set(result["unseen"]) == {source.classes.names[c] for c in source.classes.unseen}
+
+
+def test_training_regions_mostly_on_unlabelled_pixels_are_left_out() -> None:
+    from subpt.dense.regions import BACKGROUND_REGION, IGNORED, train_labels
+
+    ignore = np.zeros((20, 20), dtype=bool)
+    ignore[:, 10:] = True  # a crowd / void / removed unseen object covers the right half
+    boxes = np.array([[0, 0, 8, 8], [10, 0, 20, 10], [6, 0, 14, 8]], dtype=np.float32)  # left, right, 50 % right
+    no_objects = (np.zeros((0, 4), np.float32), np.zeros((0, 20, 20), bool), np.zeros(0, np.int64))
+    labels = train_labels("box", boxes, np.zeros((3, 20, 20), bool), *no_objects, seen=[0], ignore=ignore)
+    assert labels.tolist() == [BACKGROUND_REGION, IGNORED, IGNORED]
+    assert train_labels("box", boxes, np.zeros((3, 20, 20), bool), *no_objects, seen=[0]).tolist() == [
+        BACKGROUND_REGION] * 3
+
+
+def test_miou_leaves_unlabelled_pixels_out() -> None:
+    from subpt.dense.evaluate import IGNORE_PIXEL, segmentation_iou, target_pixels
+    from subpt.embedded.scenes import Scene
+
+    inst = np.array([[0, 0, -1, IGNORE]], dtype=np.int16)
+    scene = Scene(np.zeros((1, 4, 3), np.uint8), inst, np.zeros((1, 4), np.float32), np.array([1]),
+                  np.array([[[True, True, False, False]]]), np.array([2]))
+    target = target_pixels(scene, background=2)
+    assert target.tolist() == [[1, 1, 2, IGNORE_PIXEL]]
+    # class 1 predicted on its two pixels and on the unlabelled one: that pixel does not count against it
+    r = segmentation_iou([np.array([[1, 1, 2, 1]])], [target], 2, seen=[1], unseen=[0])
+    assert r["miou_seen"] == 100.0 and r["iou_background"] == 100.0

@@ -44,6 +44,7 @@ from subpt.backbone import Backbone
 from subpt.dense.crops import OPENAI_MEAN, border_colour, region_crop, square_crop  # noqa: F401
 from subpt.dense.proposals import Proposals, propose
 from subpt.dense.settings import THRESHOLD, CropSettings, ProposalParams
+from subpt.dense.source import IGNORE
 from subpt.embedded.scenes import BACKGROUND, Scene, SceneClasses
 from subpt.errors import SubptError
 from subpt.features import cache_dir, load_cached
@@ -51,6 +52,7 @@ from subpt.features import cache_dir, load_cached
 NMS_IOU = 0.5
 SCORE_FLOOR = 0.05  # learned background, detection: Fast R-CNN's (and Detectron's) test score threshold
 MAX_DETECTIONS = 100
+IGNORE_PIXEL = 255  # the target value of unlabelled pixels, torchmetrics' ignore_index
 CACHE_VERSION = "dense-features/1"  # bump when scenes, proposals or crops change meaning
 
 
@@ -224,12 +226,14 @@ def segmentation_iou(
     unseen: Sequence[int],
 ) -> dict:
     """IoU (percent) per class by torchmetrics' JaccardIndex over all pixels of the set (label `num_classes` is
-    background); mIoU over the seen and the unseen classes present in the targets, and hIoU."""
-    metric = MulticlassJaccardIndex(num_classes=num_classes + 1, average="none")
+    background, IGNORE_PIXEL pixels are left out); mIoU over the seen and the unseen classes present in the
+    targets, and hIoU."""
+    metric = MulticlassJaccardIndex(num_classes=num_classes + 1, average="none", ignore_index=IGNORE_PIXEL)
     for p, t in zip(preds, targets):
         metric.update(torch.as_tensor(p).reshape(-1), torch.as_tensor(t).reshape(-1))
     iou = metric.compute().tolist()
     present = set(np.unique(np.concatenate([t.reshape(-1) for t in targets])).tolist()) if targets else set()
+    present.discard(IGNORE_PIXEL)
     s = _mean([100.0 * iou[c] for c in seen if c in present])
     u = _mean([100.0 * iou[c] for c in unseen if c in present])
     return {
@@ -253,9 +257,11 @@ def target_boxes(scene: Scene) -> dict:
 
 
 def target_pixels(scene: Scene, background: int) -> np.ndarray:
-    """A scene's semantic map with background pixels labelled `background`."""
+    """A scene's semantic map with background pixels labelled `background` and the pixels a real dataset leaves
+    unlabelled (`subpt.dense.source.IGNORE`: VOC's void band, COCO crowds) IGNORE_PIXEL."""
     sem = scene.semantic
-    return np.where(sem == BACKGROUND, background, sem)
+    out = np.where(sem == BACKGROUND, background, sem)
+    return np.where(scene.instances == IGNORE, IGNORE_PIXEL, out)
 
 
 def evaluate_scenes(

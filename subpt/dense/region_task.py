@@ -28,13 +28,14 @@ from subpt.data.base import Item, TaskData
 from subpt.data.registry import register_dataset
 from subpt.dense.regions import BACKGROUND_REGION, KINDS, test_labels, train_labels
 from subpt.dense.settings import CropSettings, ProposalParams
+from subpt.dense.source import IGNORE
 from subpt.errors import SubptError
 
 if TYPE_CHECKING:
     from subpt.dense.source import DenseSource
 
 BACKGROUND_NAME = "background"
-INDEX_VERSION = "region-index/1"  # bump when labelling, proposals or scenes change meaning
+INDEX_VERSION = "region-index/2"  # bump when labelling, proposals or scenes change meaning
 REGION_DATASET = "world-regions"
 TEST_DRAW_SEED = 0
 
@@ -66,7 +67,7 @@ def region_index(source: DenseSource, params: ProposalParams, kind: str, train: 
     for i in range(len(source.scenes)):
         scene, props = source.scenes[i], proposals[i]
         args = (kind, props.boxes, props.masks, scene.boxes, scene.masks, scene.labels)
-        labels = train_labels(*args, seen) if train else test_labels(*args)
+        labels = train_labels(*args, seen, scene.instances == IGNORE) if train else test_labels(*args)
         rows += [(i, j, int(c)) for j, c in enumerate(labels.tolist()) if c >= BACKGROUND_REGION]
     atomic_write_text(path, json.dumps(rows), mkdir=True)
     return np.asarray(rows, dtype=np.int64).reshape(-1, 3)
@@ -193,3 +194,46 @@ def world_of(dataset_options: dict[str, Any]) -> dict[str, Any]:
     """The class-set options (n_classes, class_seed, partition_seed, held_out) of a world-regions run."""
     o = world_region_options(**dataset_options)
     return {k: o[k] for k in ("n_classes", "class_seed", "partition_seed", "held_out")}
+
+
+REAL_TEMPLATE = "a photo of a {}."  # CLIP's generic prompt for the real benchmarks' class names
+
+
+def real_region_options(
+    regions: str | None = None,
+    train_images: int | None = None,
+    test_images: int | None = None,
+    train_proposals: str | None = None,
+    test_proposals: str | None = None,
+    max_proposals: int = 200,
+) -> dict[str, Any]:
+    """The options of the `coco-regions` and `voc-regions` datasets: the task (box or mask; default box for COCO,
+    mask for VOC), how many images of each split (None: all), each split's proposal file (COCO-style JSON) or
+    folder (VOC masks; None: the label-free generator's photo settings) and the proposals kept per image."""
+    return dict(locals())
+
+
+def _real_regions(name: str, split_names: tuple[str, str], default_kind: str, root: Path | None, shots: int,
+                  seed: int, options: dict[str, Any]) -> TaskData:
+    """Region task of a real dense benchmark: its training split's seen regions, its test split's regions."""
+    from subpt.dense.sources import load_source
+
+    o = real_region_options(**options)
+    common = {"max_proposals": o["max_proposals"]}
+    train = load_source(name, root, split_names[0],
+                        {**common, "max_images": o["train_images"], "proposals": o["train_proposals"]})
+    test = load_source(name, root, split_names[1],
+                       {**common, "max_images": o["test_images"], "proposals": o["test_proposals"]})
+    return region_task(train, test, o["regions"] or default_kind, shots, seed, REAL_TEMPLATE, name=f"{name}-regions")
+
+
+@register_dataset("coco-regions", options_of=real_region_options)
+def _coco_regions(root: Path | None, shots: int, seed: int, **options: Any) -> TaskData:
+    """OV-COCO region crops (48 seen classes trained, 17 unseen evaluated): train2017 -> val2017."""
+    return _real_regions("coco", ("train", "val"), "box", root, shots, seed, options)
+
+
+@register_dataset("voc-regions", options_of=real_region_options)
+def _voc_regions(root: Path | None, shots: int, seed: int, **options: Any) -> TaskData:
+    """PASCAL VOC 2012 masked region crops (15 seen classes trained, 5 unseen evaluated): train -> val."""
+    return _real_regions("voc", ("train", "val"), "mask", root, shots, seed, options)

@@ -26,6 +26,7 @@ IGNORED = (
     -2
 )  # label of a proposal left out (IoU in the ignored band, or touching an unseen object in training)
 KINDS = ("box", "mask")
+IGNORE_SHARE = 0.5  # share of a training region on unlabelled pixels above which it is left out
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -103,12 +104,22 @@ def train_labels(
     gt_masks: np.ndarray,
     gt_labels: np.ndarray,
     seen: Collection[int],
+    ignore: np.ndarray | None = None,
 ) -> np.ndarray:
     """Labels of one scene's proposals for training: seen classes and background only; a proposal whose region
-    (box or mask, by `kind`) covers a visible pixel of an unseen object is IGNORED, as is any unseen-class match."""
+    (box or mask, by `kind`) covers a visible pixel of an unseen object is IGNORED, as is any unseen-class match.
+
+    `ignore` (H, W) marks pixels a real dataset leaves unlabelled (`subpt.dense.source.IGNORE`: COCO crowds, VOC's
+    void band and the unseen objects a zero-shot training split removes): a proposal with at least IGNORE_SHARE of
+    its region on them is IGNORED too, since its label is unknown."""
     labels = test_labels(kind, boxes, masks, gt_boxes, gt_masks, gt_labels)
     seen = set(int(c) for c in seen)
     unseen_objects = [j for j, c in enumerate(np.asarray(gt_labels).tolist()) if c not in seen]
+    if ignore is not None and bool(ignore.any()) and len(labels):
+        region = _box_region(boxes, ignore.shape) if kind == "box" else masks
+        area = region.reshape(len(labels), -1).sum(1)
+        on_ignore = (region & ignore[None]).reshape(len(labels), -1).sum(1)
+        labels[on_ignore >= IGNORE_SHARE * np.maximum(area, 1)] = IGNORED
     if unseen_objects and len(labels):
         region = _box_region(boxes, gt_masks.shape[1:]) if kind == "box" else masks
         covered = np.any(gt_masks[unseen_objects], axis=0)

@@ -92,9 +92,21 @@ def run_text_features(
     return text, info
 
 
+REAL_REGION_DATASETS = {"coco-regions": "coco", "voc-regions": "voc"}  # region dataset -> its dense source
+
+
 def is_region_run(cfg: Any) -> bool:
     """Whether a run's config trained on region crops (so its text features carry a learned background)."""
-    return cfg.dataset == REGION_DATASET
+    return cfg.dataset == REGION_DATASET or cfg.dataset in REAL_REGION_DATASETS
+
+
+def real_source_of_run(cfg: Any) -> tuple[str, str | None, str, dict[str, Any]]:
+    """(source, root, split, options) of the test split a coco-regions / voc-regions run was evaluated on."""
+    from subpt.dense.region_task import real_region_options
+
+    o = real_region_options(**cfg.dataset_options)
+    options = {"max_proposals": o["max_proposals"], "max_images": o["test_images"], "proposals": o["test_proposals"]}
+    return REAL_REGION_DATASETS[cfg.dataset], cfg.root, "val", options
 
 
 def template_text_features(backbone: Backbone, names: list[str], template: str = TEMPLATE) -> torch.Tensor:
@@ -129,9 +141,16 @@ def dense_eval(
     device: str = "cpu",
     progress: bool = True,
     keep: int = 0,
+    source: str = "world-scenes",
+    root: str | None = None,
+    split: str = "val",
+    source_options: dict[str, Any] | None = None,
 ) -> dict:
     """Box AP50 and mIoU (seen, unseen, harmonic mean) on `n_scenes` scenes of seed `seed`: zero-shot with the
-    template, or with a run's learned context; `chance` names every region at random (the chance level)."""
+    template, or with a run's learned context; `chance` names every region at random (the chance level).
+
+    `source` "coco" or "voc" evaluates a real benchmark's `split` under `root` instead (`source_options`: the
+    reader's options, `subpt.dense.sources`); a run trained on coco-regions / voc-regions brings its own."""
     if run is not None and not Path(run).is_dir():
         raise SubptError(f"--run {run} is not a folder; give a run folder written by `subpt train`")
     if run is None and epoch is not None:
@@ -142,15 +161,29 @@ def dense_eval(
     for settings in (scene_config, params, crops):
         if settings is not None:
             settings.validate()  # before any work
-    options = world_options(dict(world or {}), Path(run) if run is not None else None)
     cfg = scene_config or SceneConfig()
-    source = world_source(options, seed, n_scenes, cfg)
-    classes: SceneClasses = source.classes
-    learned = False
+    rc = None
     if run is not None:
         from subpt.runs import load_config
 
         rc = load_config(run)
+    if rc is not None and rc.dataset in REAL_REGION_DATASETS:
+        source, root, split, source_options = real_source_of_run(rc)
+    if source == "world-scenes":
+        options = world_options(dict(world or {}), Path(run) if run is not None else None)
+        scenes_of = world_source(options, seed, n_scenes, cfg)
+    else:
+        from subpt.dense.sources import load_source
+
+        if world:
+            raise SubptError(f"world options ({', '.join(world)}) apply to world-scenes, not to {source}")
+        if rc is not None and not is_region_run(rc):
+            raise SubptError(f"--run {run} was trained on {rc.dataset!r}; {source} needs a run on {source}-regions")
+        scenes_of = load_source(source, root, split, source_options)
+    source = scenes_of
+    classes: SceneClasses = source.classes
+    learned = False
+    if rc is not None:
         backbone = _backbone(rc.model, rc.pretrained, device)
         text, loaded = run_text_features(Path(run), backbone, list(classes.names), epoch)
         learned = is_region_run(rc)
@@ -187,6 +220,7 @@ def dense_eval(
         "seed": seed,
         "model": backbone.model_name,
         "world": dict(classes.options),
+        "source": source.name,
         "seen": [names[i] for i in classes.seen],
         "unseen": [names[i] for i in classes.unseen],
         "scene_config": asdict(cfg),

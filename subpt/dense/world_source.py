@@ -8,34 +8,14 @@ scenes TRAIN_OFFSET, TRAIN_OFFSET + 1, ... of the same seed, so the two never sh
 from __future__ import annotations
 
 from dataclasses import asdict
-from functools import lru_cache
 from typing import Any
 
+from subpt.dense.realdata import LazySequence
 from subpt.dense.source import DenseSource
-from subpt.embedded.scenes import Scene, SceneClasses, SceneConfig, make_scene, scene_classes
+from subpt.embedded.scenes import SceneConfig, make_scene, scene_classes
 from subpt.errors import SubptError
 
 TRAIN_OFFSET = 1_000_000
-
-
-class WorldScenes:
-    """Scenes first, first + 1, ... of the family (classes, seed, cfg), made when first indexed."""
-
-    def __init__(self, classes: SceneClasses, seed: int, count: int, cfg: SceneConfig, first: int = 0):
-        self.classes, self.seed, self.count, self.cfg, self.first = classes, seed, count, cfg, first
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __getitem__(self, i: int) -> Scene:
-        if not 0 <= i < self.count:
-            raise IndexError(i)
-        return _scene(self.classes, self.seed, self.first + i, self.cfg)
-
-
-@lru_cache(maxsize=512)
-def _scene(classes: SceneClasses, seed: int, index: int, cfg: SceneConfig) -> Scene:
-    return make_scene(classes, seed, index, cfg)
 
 
 def world_source(
@@ -57,7 +37,7 @@ def world_source(
     return DenseSource(
         name="world-scenes",
         classes=classes,
-        scenes=WorldScenes(classes, seed, n_scenes, cfg, first),
+        scenes=LazySequence(n_scenes, lambda i: make_scene(classes, seed, first + i, cfg), keep=min(n_scenes, 512)),
         proposals=None,
         key=key,
     )
