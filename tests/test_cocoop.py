@@ -236,6 +236,22 @@ def test_resume_after_sigkill_is_bit_identical_and_eval_agrees(tmp_path):
     assert result["method"] == "CoCoOp" and json.loads((full / "config.json").read_text())["batch_size"] == 8
     assert result["base_acc"] == final["base_acc"] and result["novel_acc"] == final["novel_acc"]
 
+    # the paths that rebuild a run's prompts from its checkpoint read the meta-network too: the report's per-class
+    # analysis gives the run's own base accuracy, and a transfer to a dataset evaluates per-image prompts
+    from subpt.backbone import load_backbone
+    from subpt.experiments.protocols import transfer_eval
+    from subpt.report.model import analyse_classes
+    from subpt.runs import load_config, load_params
+
+    cfg, (saved, epoch) = load_config(full), load_params(full)
+    analysis = analyse_classes(load_backbone(cfg.model, cfg.pretrained, "cpu"), cfg, saved["ctx"], epoch, "ckpt",
+                               extra=saved)
+    groups = {g.group: g for g in analysis.groups}
+    assert groups["base"].final_acc == pytest.approx(final["base_acc"], abs=1e-6)
+    assert groups["novel"].final_acc == pytest.approx(final["novel_acc"], abs=1e-6)
+    moved = transfer_eval(full, cfg.dataset, None, options=cfg.dataset_options, use_cache=False, save=False)
+    assert moved["method"] == "CoCoOp" and 0.0 <= moved["acc"] <= 100.0
+
 
 def test_two_gloo_processes_match_one(tmp_path):
     """The meta-network's gradient is all-reduced as ctx's is: rank 0 of two processes ends where one process ends."""

@@ -228,9 +228,9 @@ def transfer_eval(
 
     from subpt.backbone import load_backbone
     from subpt.data.catalogue import build_task
-    from subpt.evaluate import accuracy, classify, zero_shot_classifier
+    from subpt.evaluate import accuracy, classify, prompted_logits, zero_shot_classifier
     from subpt.features import image_features
-    from subpt.runs import learner_with_ctx, load_ctx, read_run_config
+    from subpt.runs import learner_with_ctx, load_params, read_run_config
 
     run_dir = Path(run_dir)
     cfg, marker = read_run_config(run_dir)
@@ -244,8 +244,9 @@ def transfer_eval(
                 f"{run_dir}: a class-specific context (--csc) cannot prompt another dataset's classes; "
                 "transfer needs a shared context"
             )
-        ctx, epoch = load_ctx(run_dir)
-        digest = _ctx_digest(ctx)
+        saved, epoch = load_params(run_dir)  # ctx, and CoCoOp's meta-network
+        ctx = saved["ctx"]
+        digest = _ctx_digest(torch.cat([saved[k].reshape(-1) for k in sorted(saved)]) if len(saved) > 1 else ctx)
     cached = cached_transfer(run_dir, target_dataset) if use_cache else None
     if cached is not None and cached.get("ctx_digest") == digest and cached.get("options") == opts:
         return cached
@@ -260,11 +261,11 @@ def transfer_eval(
     scale = backbone.model.logit_scale
     with torch.no_grad():
         if ctx is None:
-            text = zero_shot_classifier(backbone, task.classnames, [task.template])
+            logits = classify(feats, zero_shot_classifier(backbone, task.classnames, [task.template]), scale)
         else:
-            learner = learner_with_ctx(backbone, task.classnames, cfg, ctx, str(run_dir))
-            text = learner.text_features(learner.prompts_for(task.classnames), chunk_size=cfg.text_chunk)
-        acc = accuracy(classify(feats, text, scale), labels)
+            learner = learner_with_ctx(backbone, task.classnames, cfg, ctx, str(run_dir), extra=saved)
+            logits = prompted_logits(learner, feats, learner.prompts_for(task.classnames), cfg.text_chunk)
+        acc = accuracy(logits, labels)
     result = {
         "run": str(run_dir),
         "method": ZEROSHOT if ctx is None else cfg.method,

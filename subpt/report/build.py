@@ -56,6 +56,7 @@ from subpt.report.sentences import (
     comparison_sentences,
     context_sentences,
 )
+from subpt.runs import load_params
 
 MAX_CSC_CLASSES = 4
 # Errors that make one section of one run unavailable (named in its "missing" note) instead of failing the report.
@@ -177,8 +178,9 @@ def _model_sections(
         return
     try:
         ctx, src = context_at(run.path, final, store)
+        saved = load_params(run.path, final)[0] if src.startswith("ckpt/") else None  # CoCoOp's meta-network
         log(f"{run.name}: per-class accuracy of epoch {final} vs zero-shot")
-        rep.classes = analyse_classes(backbone, cfg, ctx, final, src, progress=False)
+        rep.classes = analyse_classes(backbone, cfg, ctx, final, src, progress=False, extra=saved)
     except SECTION_ERRORS as e:
         rep.run.skipped.append(f"per-class analysis of epoch {final}: {e}")
         for sec in ("classes", "cue"):

@@ -18,8 +18,9 @@ from gradflow.trajectory import TrajectoryStore
 from subpt.backbone import Backbone, load_backbone
 from subpt.config import TrainConfig
 from subpt.errors import SubptError
-from subpt.evaluate import accuracy, classify, zero_shot_classifier
+from subpt.evaluate import accuracy, classify, prompted_logits, zero_shot_classifier
 from subpt.features import image_features
+from subpt.prompts import ClassPrompts
 from subpt.report.options import METRICS
 from subpt.runs import CTX_NAME, ckpt_path, learner_with_ctx, load_ctx, saved_ctx_epochs
 from subpt.splits import Splits, prepare_data
@@ -62,8 +63,8 @@ def context_at(run_dir: Path, epoch: int, store: TrajectoryStore | None) -> tupl
             if sc["step"].size:
                 row = store.rows("snapshots", epochs=(epoch, epoch))[-1]
                 shape = next((p["shape"] for p in store.params if p["name"] == CTX_NAME), None)
-                if shape is not None and int(np.prod(shape)) == row.size:
-                    ctx = torch.from_numpy(row.copy()).reshape(shape)
+                if shape is not None:  # ctx's columns of the row (CoCoOp records its meta-network beside it)
+                    ctx = torch.from_numpy(row[store.param_slices()[CTX_NAME]].copy()).reshape(shape)
                     return ctx, f"trajectory snapshot of epoch {epoch}"
         except GradflowError as e:
             raise SubptError(f"{ckpt} is missing and the snapshot of epoch {epoch} is unreadable: {e}") from e
@@ -202,11 +203,13 @@ def analyse_classes(
     ctx_source: str,
     progress: bool = False,
     splits: Splits | None = None,
+    extra: dict[str, torch.Tensor] | None = None,
 ) -> ClassAnalysis:
     """Per-class accuracy of `ctx` and of zero-shot (the dataset's template) on the base and novel test
-    classes, and, when the task has the cue splits, accuracy with the cue absent and flipped."""
+    classes, and, when the task has the cue splits, accuracy with the cue absent and flipped. `extra`: the run's
+    other saved parameters (CoCoOp's meta-network, from `subpt.runs.load_params`)."""
     splits = splits or prepare_data(cfg, backbone, progress=progress, augment=False)
-    learner = learner_with_ctx(backbone, splits.base.classnames, cfg, ctx, f"epoch {epoch}")
+    learner = learner_with_ctx(backbone, splits.base.classnames, cfg, ctx, f"epoch {epoch}", extra=extra)
     scale = backbone.model.logit_scale
     template = splits.task.template
     out = ClassAnalysis(epoch=epoch, ctx_source=ctx_source, template=template)
@@ -218,14 +221,13 @@ def analyse_classes(
             out.notes.append(
                 "class-specific context (--csc) cannot prompt novel classes: novel classes left out"
             )
-    weights: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    weights: dict[str, tuple[ClassPrompts, torch.Tensor]] = {}
     for name, task, (feats, labels) in groups:
         prompts = learner.prompts_for(task.classnames)
-        text = learner.text_features(prompts, chunk_size=cfg.text_chunk)
         zs = zero_shot_classifier(backbone, task.classnames, [template])
-        weights[name] = (text, zs)
+        weights[name] = (prompts, zs)
         n = len(task.classnames)
-        lc, lz = classify(feats, text, scale), classify(feats, zs, scale)
+        lc, lz = prompted_logits(learner, feats, prompts, cfg.text_chunk), classify(feats, zs, scale)
         acc_c, counts = _per_class(lc, labels, n)
         acc_z, _ = _per_class(lz, labels, n)
         out.groups.append(
@@ -243,14 +245,14 @@ def analyse_classes(
     if "test_cue_flipped" in extra:
         cue: dict = {}
         for name, task, test in groups:
-            text, zs = weights[name]
+            prompts, zs = weights[name]
             rows: dict[str, dict[str, float]] = {"zero-shot": {}, "context": {}, "n": {}}
             for split in ("test", *extra):
                 feats, labels = (
                     test if split == "test" else image_features(backbone, task, split, progress=progress)
                 )
                 rows["zero-shot"][split] = accuracy(classify(feats, zs, scale), labels)
-                rows["context"][split] = accuracy(classify(feats, text, scale), labels)
+                rows["context"][split] = accuracy(prompted_logits(learner, feats, prompts, cfg.text_chunk), labels)
                 rows["n"][split] = int(labels.numel())
             cue[name] = rows
         out.cue = cue
