@@ -341,8 +341,8 @@ def study(
         "kgcoop,prograd", "--baselines",
         help="Baselines run beside CoOp/SubPT/NFL with the same setting: a comma list of "
         f"{', '.join(p for p in PROMPT_METHODS if p != 'coop')}, 'all' or 'none'. CoCoOp is not in the default: "
-        "its batch-1 epochs with per-image text passes add about 5 minutes per run on 2 CPU cores, hours over "
-        "the grid."),
+        "its batch-1 epochs with per-image text passes add about 2 minutes per run on 2 CPU cores, most of an "
+        "hour over the default grid's 24 runs."),
 ) -> None:
     """Robustness of the paper's claims: every method, and the baselines, over world variants x seeds with one
     method setting."""
