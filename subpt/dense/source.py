@@ -11,9 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from subpt.dense.proposals import Proposals
-from subpt.embedded.scenes import Scene, SceneClasses
+if TYPE_CHECKING:  # annotations only: the command layer imports IGNORE, not the proposal libraries
+    from subpt.dense.proposals import Proposals
+    from subpt.embedded.scenes import Scene, SceneClasses
 
 # Value of `Scene.instances` on pixels that carry no ground truth (PASCAL VOC's 255 "void" border, COCO crowd
 # regions, unseen-class pixels of a training image): `Scene.semantic` shows them as BACKGROUND, so evaluation
