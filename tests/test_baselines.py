@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
-import subprocess
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
+from ddp_runs import one_and_two_processes
 from kill_resume import train_full_and_killed
 
 from gradflow.subspace import Basis
@@ -264,12 +261,6 @@ def test_chunked_classes_give_the_same_training(tmp_path, method):
 
 
 # ------------------------------------------------------------------------------------------------ DDP
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.parametrize("method", METHODS)
 def test_two_gloo_processes_match_one(tmp_path, method):
     """ProGrad's rule needs both gradients all-reduced first: rank 0 of two processes ends where one process ends."""
@@ -290,30 +281,7 @@ def test_two_gloo_processes_match_one(tmp_path, method):
         "--method",
         method,
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(
-        [sys.executable, "-m", "subpt._cli.subpt_app", *args, "--out", str(tmp_path / "one")],
-        check=True,
-        env=env,
-        capture_output=True,
-    )
-    launch = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        "-m",
-        "subpt._cli.subpt_app",
-    ]
-    done = subprocess.run(
-        [*launch, *args, "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    one_and_two_processes(tmp_path, args)
     a = torch.load(tmp_path / "one" / "ckpt" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "two" / "ckpt" / "last.pt", weights_only=True)
     assert a["step"] == b["step"]

@@ -9,15 +9,12 @@ and gradients, as in tests/test_prefix_share.py.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
+from ddp_runs import one_and_two_processes
 from kill_resume import train_full_and_killed
-from test_baselines import free_port
 from test_prefix_share import BUILDERS
 
 from gradflow.trajectory import TrajectoryStore
@@ -268,26 +265,7 @@ def test_two_gloo_processes_match_one(tmp_path):
         "cocoop",
         "--json",
     ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cli = [sys.executable, "-m", "subpt._cli.subpt_app"]
-    subprocess.run([*cli, *args, "--out", str(tmp_path / "one")], check=True, env=env, capture_output=True)
-    launch = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(free_port()),
-        "-m",
-        "subpt._cli.subpt_app",
-    ]
-    done = subprocess.run(
-        [*launch, *args, "--out", str(tmp_path / "two")], env=env, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    one_and_two_processes(tmp_path, args)
     a = torch.load(tmp_path / "one" / "ckpt" / "last.pt", weights_only=True)
     b = torch.load(tmp_path / "two" / "ckpt" / "last.pt", weights_only=True)
     assert a["step"] == b["step"] == 2 * 9

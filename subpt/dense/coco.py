@@ -38,7 +38,14 @@ from typing import Any
 import numpy as np
 
 from subpt.dense.proposals import Proposals
-from subpt.dense.realdata import LazySequence, file_fingerprint, label_free_proposals, mask_extent, read_rgb
+from subpt.dense.realdata import (
+    LazySequence,
+    check_reader_options,
+    file_fingerprint,
+    label_free_proposals,
+    mask_extent,
+    read_rgb,
+)
 from subpt.dense.source import IGNORE, DenseSource
 from subpt.embedded.scenes import BACKGROUND, Scene, SceneClasses
 from subpt.errors import SubptError
@@ -131,16 +138,7 @@ class CocoOptions:
 
     def validate(self) -> None:
         """Raise a one-line SubptError for impossible settings."""
-        if self.max_images is not None and (
-            not isinstance(self.max_images, int) or isinstance(self.max_images, bool) or self.max_images < 1
-        ):
-            raise SubptError(f"max_images must be a positive integer or None, got {self.max_images!r}")
-        if (
-            not isinstance(self.max_proposals, int)
-            or isinstance(self.max_proposals, bool)
-            or self.max_proposals < 1
-        ):
-            raise SubptError(f"max_proposals must be a positive integer, got {self.max_proposals!r}")
+        check_reader_options(self.max_images, self.max_proposals)
 
 
 @dataclass

@@ -119,3 +119,15 @@ def file_fingerprint(path: Path) -> dict:
     """Path, size and modification time of a file (for cache keys: a changed file is a different source)."""
     st = Path(path).stat()
     return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def check_reader_options(max_images: object, max_proposals: object) -> None:
+    """Raise a one-line SubptError unless max_images is a positive integer or None and max_proposals a positive
+    integer (the options every real dense reader takes)."""
+    def positive(v: object) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+    if max_images is not None and not positive(max_images):
+        raise SubptError(f"max_images must be a positive integer or None, got {max_images!r}")
+    if not positive(max_proposals):
+        raise SubptError(f"max_proposals must be a positive integer, got {max_proposals!r}")

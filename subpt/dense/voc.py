@@ -33,6 +33,7 @@ from subpt.dense.proposals import Proposals
 from subpt.dense.realdata import (
     PHOTO_PROPOSALS,
     LazySequence,
+    check_reader_options,
     file_fingerprint,
     label_free_proposals,
     mask_extent,
@@ -116,16 +117,7 @@ class VocOptions:
 
     def validate(self) -> None:
         """Raise a one-line SubptError for impossible settings."""
-        if self.max_images is not None and (
-            not isinstance(self.max_images, int) or isinstance(self.max_images, bool) or self.max_images < 1
-        ):
-            raise SubptError(f"max_images must be a positive integer or None, got {self.max_images!r}")
-        if (
-            not isinstance(self.max_proposals, int)
-            or isinstance(self.max_proposals, bool)
-            or self.max_proposals < 1
-        ):
-            raise SubptError(f"max_proposals must be a positive integer, got {self.max_proposals!r}")
+        check_reader_options(self.max_images, self.max_proposals)
 
 
 class VocSplit:
