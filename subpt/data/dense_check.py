@@ -11,12 +11,16 @@ from __future__ import annotations
 import json
 from collections import Counter
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from subpt.data.check import MAX_LISTED, MAX_RECORDED, MISSING, OK, PROBLEMS, DatasetCheck, verify_images
 from subpt.errors import SubptError
+
+if TYPE_CHECKING:
+    from subpt.embedded.scenes import SceneClasses
 
 DENSE_DATASETS = ("coco", "voc")
 
@@ -54,6 +58,32 @@ def _presence_notes(
             result.notes.append(
                 f"unseen classes without a val object (left out of the means): {', '.join(absent)}"
             )
+
+
+def _finish(
+    result: DatasetCheck,
+    classes: SceneClasses,
+    names: tuple[str, ...] | list[str],
+    per_split: dict[str, list[int]],
+    paths: list[str],
+    fix: str,
+    decode: bool,
+    workers: int | None,
+) -> None:
+    """Per-class object counts, presence notes, the image check and the status of a finished dense check."""
+    result.class_counts = [
+        {
+            "label": c,
+            "classname": n,
+            "role": "seen" if c in classes.seen else "unseen",
+            **{s: per_split[s][c] for s in per_split},
+        }
+        for c, n in enumerate(names)
+    ]
+    _presence_notes(result, classes.seen, classes.unseen, names, per_split.get("train"), per_split.get("val"))
+    result.images_checked = len(paths)
+    _record_unreadable(result, verify_images(paths, decode=decode, workers=workers), fix)
+    result.status = PROBLEMS if result.problems else OK
 
 
 def check_coco(root: Path, decode: bool = False, workers: int | None = None) -> DatasetCheck:
@@ -126,23 +156,7 @@ def check_coco(root: Path, decode: bool = False, workers: int | None = None) -> 
         result.notes.append(f"{split}: {len(images)} images, {sum(counts)} objects of the 65 OV-COCO classes")
         if folder.is_dir():
             paths += [str(folder / str(im.get("file_name"))) for im in images.values()]
-    result.class_counts = [
-        {
-            "label": c,
-            "classname": n,
-            "role": "seen" if c in classes.seen else "unseen",
-            **{s: per_split[s][c] for s in per_split},
-        }
-        for c, n in enumerate(OV_COCO_NAMES)
-    ]
-    _presence_notes(
-        result, classes.seen, classes.unseen, OV_COCO_NAMES, per_split.get("train"), per_split.get("val")
-    )
-    result.images_checked = len(paths)
-    _record_unreadable(
-        result, verify_images(paths, decode=decode, workers=workers), "re-extract the image archive"
-    )
-    result.status = PROBLEMS if result.problems else OK
+    _finish(result, classes, OV_COCO_NAMES, per_split, paths, "re-extract the image archive", decode, workers)
     return result
 
 
@@ -224,21 +238,7 @@ def check_voc(root: Path, decode: bool = False, workers: int | None = None) -> D
     result.problems += label_problems[:MAX_LISTED]
     if len(label_problems) > MAX_LISTED:
         result.problems.append(f"... and {len(label_problems) - MAX_LISTED} more bad label maps")
-    result.class_counts = [
-        {
-            "label": c,
-            "classname": n,
-            "role": "seen" if c in classes.seen else "unseen",
-            **{s: per_split[s][c] for s in per_split},
-        }
-        for c, n in enumerate(VOC_NAMES)
-    ]
-    _presence_notes(
-        result, classes.seen, classes.unseen, VOC_NAMES, per_split.get("train"), per_split.get("val")
-    )
-    result.images_checked = len(paths)
-    _record_unreadable(result, verify_images(paths, decode=decode, workers=workers), fix)
-    result.status = PROBLEMS if result.problems else OK
+    _finish(result, classes, VOC_NAMES, per_split, paths, fix, decode, workers)
     return result
 
 
